@@ -1,0 +1,541 @@
+// app.js drives the call page, /r/<room>: it starts the camera and the
+// microphone, joins the room straight away (a meeting link is all one
+// needs), and shows a tile per participant. window.huddle exposes the
+// client and a little state for tests and for the console.
+
+import { connect, devToken, describeError, fatalJoinError, Source } from './huddle.js';
+
+const $ = (id) => document.getElementById(id);
+
+const room = decodeURIComponent(location.pathname.replace(/^\/r\//, ''));
+const params = new URLSearchParams(location.search);
+const givenToken = params.get('token');
+let myName = (params.get('name') || localStorage.getItem('huddle.name') || '').trim();
+if (!myName) myName = `Guest ${Math.floor(Math.random() * 900 + 100)}`;
+if (givenToken) {
+  // Keep the token out of the address bar, the history and copied links.
+  params.delete('token');
+  const q = params.toString();
+  history.replaceState(null, '', location.pathname + (q ? `?${q}` : ''));
+}
+
+const meetingLink = `${location.origin}/r/${encodeURIComponent(room)}`;
+
+/** What this page sends: tracks from getUserMedia and getDisplayMedia. */
+const local = { stream: null, mic: null, cam: null, screen: null };
+
+/** @type {import('./huddle.js').Client | null} */
+let client = null;
+let leaving = false;
+let soundBlocked = false;
+
+/** Tiles by key: "self", "self:screen", a participant SID, or "<sid>:screen". */
+const tiles = new Map();
+
+// ---------------------------------------------------------------------------
+// Test and console hooks
+
+window.huddle = {
+  room,
+  get name() {
+    return client?.you?.name ?? myName;
+  },
+  get client() {
+    return client;
+  },
+  state: 'starting',
+  error: null,
+  mediaError: null,
+  /** participants counts everyone in the call, oneself included. */
+  participants: () => (client ? client.participants.size + 1 : 0),
+  /** tiles describes the tiles on screen. */
+  tiles: () =>
+    [...tiles.values()].map((t) => ({
+      key: t.key,
+      sid: t.spec.sid,
+      name: t.spec.name,
+      self: t.spec.self,
+      screen: t.spec.screen,
+      micMuted: t.spec.micMuted,
+      camOff: t.spec.camOff,
+      hasVideo: !!t.spec.video,
+      hasAudio: !!t.spec.audio,
+    })),
+  /** inbound lists inbound-rtp statistics, each with the publisher's name. */
+  inbound: async () => {
+    if (!client) return [];
+    const stats = await client.inboundStats();
+    return stats.map((s) => ({ ...s, name: participantName(s.participant) }));
+  },
+  leave: () => leave(),
+};
+
+function setState(state, error = null) {
+  window.huddle.state = state;
+  window.huddle.error = error;
+  const el = $('status');
+  el.dataset.state = state;
+  el.textContent =
+    {
+      starting: 'Starting…',
+      connecting: 'Connecting…',
+      joined: 'Connected',
+      media: 'Connected',
+      disconnected: 'Disconnected',
+      left: 'Left',
+      failed: 'Not connected',
+    }[state] ?? state;
+}
+
+// ---------------------------------------------------------------------------
+// Messages to the person
+
+function banner(text, action = null) {
+  $('banner-text').textContent = text;
+  const btn = $('banner-action');
+  btn.hidden = !action;
+  if (action) {
+    btn.textContent = action.label;
+    btn.onclick = () => {
+      hideBanner();
+      action.run();
+    };
+  }
+  $('banner').hidden = false;
+}
+
+function hideBanner() {
+  $('banner').hidden = true;
+}
+
+let toastTimer = 0;
+function toast(text) {
+  const el = $('toast');
+  el.textContent = text;
+  el.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => (el.hidden = true), 2500);
+}
+
+function overlay(title, text, { rejoin = true } = {}) {
+  $('overlay-title').textContent = title;
+  $('overlay-text').textContent = text;
+  $('rejoin').hidden = !rejoin;
+  $('overlay').hidden = false;
+  for (const id of ['mic', 'cam', 'screen', 'leave']) $(id).disabled = true;
+}
+
+function mediaErrorText(err) {
+  switch (err?.name) {
+    case 'NotAllowedError':
+    case 'SecurityError':
+      return 'Camera and microphone are blocked, so you joined without them. Allow them in the address bar and rejoin to be seen and heard.';
+    case 'NotFoundError':
+    case 'OverconstrainedError':
+      return 'No camera or microphone was found, so you joined to watch and listen.';
+    case 'NotReadableError':
+    case 'AbortError':
+      return 'The camera or microphone is in use by another application, so you joined without them.';
+    default:
+      return `Camera and microphone are unavailable (${err?.message ?? err}), so you joined to watch and listen.`;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Local media
+
+async function startMedia() {
+  if (!navigator.mediaDevices?.getUserMedia) {
+    return 'This page cannot use a camera here (it needs HTTPS or localhost), so you joined to watch and listen.';
+  }
+  const video = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
+  let first = null;
+  for (const constraints of [{ audio: true, video }, { audio: true }, { video }]) {
+    try {
+      local.stream = await navigator.mediaDevices.getUserMedia(constraints);
+      break;
+    } catch (err) {
+      first ??= err;
+      if (err.name === 'NotAllowedError' || err.name === 'SecurityError') break;
+    }
+  }
+  if (!local.stream) return mediaErrorText(first);
+  local.mic = local.stream.getAudioTracks()[0] ?? null;
+  local.cam = local.stream.getVideoTracks()[0] ?? null;
+  if (!local.mic) return 'No microphone was found; you joined with your camera only.';
+  if (!local.cam) return 'No camera was found; you joined with your microphone only.';
+  return null;
+}
+
+function stopMedia() {
+  for (const t of [local.mic, local.cam, local.screen]) t?.stop();
+  local.stream = null;
+  local.mic = local.cam = local.screen = null;
+}
+
+// ---------------------------------------------------------------------------
+// Joining
+
+async function start() {
+  document.title = `${room} · Huddle`;
+  $('room-name').textContent = room;
+  render();
+
+  const mediaProblem = await startMedia();
+  window.huddle.mediaError = mediaProblem;
+  if (mediaProblem) banner(mediaProblem);
+  render();
+
+  setState('connecting');
+  try {
+    let token = givenToken;
+    if (!token) token = (await devToken({ room, name: myName })).token;
+    client = await connect({ token, room });
+  } catch (err) {
+    console.error('huddle: join failed:', err);
+    setState('failed', err.code ?? 'error');
+    const final = fatalJoinError(err.code) || err.code === 'no_token';
+    overlay("Couldn't join the call", describeError(err), { rejoin: !final });
+    return;
+  }
+  wire(client);
+  setState('joined');
+  updateControls();
+  render();
+
+  if (local.stream && local.stream.getTracks().length) {
+    try {
+      await client.publishMedia(local.stream);
+    } catch (err) {
+      console.error('huddle: publish failed:', err);
+      if (err.code === 'permission_denied') {
+        banner('This link lets you watch and listen, but not send your camera or microphone.');
+        stopMedia();
+      } else if (client.connectionState === 'joined') {
+        banner(`Your camera and microphone could not be sent: ${describeError(err)}`);
+      }
+    }
+    updateControls();
+    render();
+  }
+}
+
+function wire(c) {
+  const rerender = () => render();
+  for (const ev of [
+    'participant_joined',
+    'participant_updated',
+    'participant_left',
+    'track_published',
+    'track_unpublished',
+    'track_muted',
+    'track_subscribed',
+    'track_unsubscribed',
+    'local_published',
+    'local_muted',
+  ]) {
+    c.on(ev, rerender);
+  }
+  c.on('participant_joined', (p) => toast(`${p.name || p.identity} joined`));
+  c.on('participant_left', (p) => toast(`${p.name || p.identity} left`));
+  c.on('error', (err) => {
+    console.warn('huddle: server error:', err.code, err.message);
+    if (err.code !== 'rate_limited') banner(describeError(err));
+  });
+  c.on('ice', ({ transport, state }) => {
+    if (state === 'connected' && transport === 'subscribe') setState('media');
+    if (state === 'failed') {
+      banner(`Media could not connect (${transport}). A firewall may be blocking UDP.`, {
+        label: 'Rejoin',
+        run: () => location.reload(),
+      });
+    }
+  });
+  c.on('bye', (reason) => {
+    if (leaving) return;
+    const text = {
+      removed: 'You were removed from the call.',
+      shutdown: 'The server is shutting down.',
+    }[reason];
+    if (text) {
+      setState('disconnected', reason);
+      overlay('The call ended', text);
+    }
+  });
+  c.on('connection', ({ state }) => {
+    if (leaving) return;
+    if (state === 'disconnected') {
+      setState('disconnected', 'disconnected');
+      stopScreen();
+      overlay('Connection lost', 'The connection to the server was lost.');
+    }
+  });
+}
+
+async function leave() {
+  if (leaving) return;
+  leaving = true;
+  try {
+    await client?.leave();
+  } finally {
+    stopMedia();
+    render();
+    setState('left');
+    overlay('You left the call', 'Rejoin whenever you like, or start a new call.');
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Controls
+
+function updateControls() {
+  const joined = client?.connectionState === 'joined';
+  const mic = $('mic');
+  mic.disabled = !local.mic || !joined;
+  mic.setAttribute('aria-pressed', String(!!local.mic && !local.mic.enabled));
+  mic.title = !local.mic ? 'No microphone' : local.mic.enabled ? 'Mute microphone (m)' : 'Unmute microphone (m)';
+  const cam = $('cam');
+  cam.disabled = !local.cam || !joined;
+  cam.setAttribute('aria-pressed', String(!!local.cam && !local.cam.enabled));
+  cam.title = !local.cam ? 'No camera' : local.cam.enabled ? 'Turn camera off (v)' : 'Turn camera on (v)';
+  const screen = $('screen');
+  screen.disabled = !joined || !navigator.mediaDevices?.getDisplayMedia;
+  screen.setAttribute('aria-pressed', String(!!local.screen));
+  screen.title = local.screen ? 'Stop sharing your screen' : 'Share your screen';
+  $('leave').disabled = !client || leaving;
+}
+
+function toggle(track) {
+  if (!track || !client) return;
+  client.setMuted(track, track.enabled);
+  updateControls();
+  render();
+}
+
+async function toggleScreen() {
+  if (local.screen) {
+    await stopScreen();
+    return;
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
+  } catch (err) {
+    if (err.name !== 'NotAllowedError') banner(`Screen sharing failed: ${err.message}`);
+    return;
+  }
+  const track = stream.getVideoTracks()[0];
+  if (!track) return;
+  track.contentHint = 'detail';
+  track.addEventListener('ended', () => stopScreen());
+  local.screen = track;
+  updateControls();
+  render();
+  try {
+    await client.publish(track, { source: Source.SCREEN, stream });
+  } catch (err) {
+    banner(`Screen sharing failed: ${describeError(err)}`);
+    await stopScreen();
+  }
+  render();
+}
+
+async function stopScreen() {
+  const track = local.screen;
+  if (!track) return;
+  local.screen = null;
+  track.stop();
+  updateControls();
+  render();
+  try {
+    if (client?.connectionState === 'joined') await client.unpublish(track);
+  } catch (err) {
+    console.warn('huddle: unpublish screen:', err);
+  }
+}
+
+async function copyLink() {
+  try {
+    await navigator.clipboard.writeText(meetingLink);
+    toast('Meeting link copied');
+  } catch {
+    banner(`Meeting link: ${meetingLink}`);
+  }
+}
+
+function enableSound() {
+  soundBlocked = false;
+  for (const t of tiles.values()) {
+    if (!t.spec.self) {
+      t.video.muted = false;
+      t.video.play().catch(() => {});
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Tiles
+
+function participantName(sid) {
+  if (!client || !sid) return '';
+  const p = client.state.participant(sid);
+  return p?.name || p?.identity || '';
+}
+
+/** wanted computes the tiles the call should show now. */
+function wanted() {
+  const want = new Map();
+  const left = leaving || !client || client.connectionState !== 'joined';
+  const selfName = client?.you?.name ?? myName;
+  want.set('self', {
+    sid: client?.you?.sid ?? '',
+    name: selfName,
+    self: true,
+    screen: false,
+    video: local.cam && local.cam.enabled && local.cam.readyState === 'live' ? local.cam : null,
+    audio: null,
+    micMuted: !local.mic || !local.mic.enabled,
+    camOff: !local.cam || !local.cam.enabled,
+  });
+  if (local.screen) {
+    want.set('self:screen', {
+      sid: client?.you?.sid ?? '',
+      name: `${selfName} (your screen)`,
+      self: true,
+      screen: true,
+      video: local.screen,
+      audio: null,
+      micMuted: false,
+      camOff: false,
+    });
+  }
+  if (left) return want;
+  for (const [sid, p] of client.participants) {
+    const published = client.state.tracksOf(sid);
+    const got = client.tracksOfParticipant(sid);
+    const find = (pred) => got.find((b) => pred(b.source, b.kind));
+    const cam = find((s, k) => k === 'video' && s !== Source.SCREEN);
+    const mic = find((s, k) => k === 'audio' && s !== Source.SCREEN_AUDIO);
+    const camInfo = published.find((t) => t.kind === 'video' && t.source !== Source.SCREEN);
+    const micInfo = published.find((t) => t.kind === 'audio' && t.source !== Source.SCREEN_AUDIO);
+    const name = p.name || p.identity;
+    want.set(sid, {
+      sid,
+      name,
+      self: false,
+      screen: false,
+      video: cam && !camInfo?.muted ? cam.track : null,
+      audio: mic?.track ?? null,
+      micMuted: !micInfo || !!micInfo.muted,
+      camOff: !camInfo || !!camInfo.muted || !cam,
+    });
+    const screen = find((s, k) => k === 'video' && s === Source.SCREEN);
+    if (screen) {
+      const screenAudio = find((s, k) => k === 'audio' && s === Source.SCREEN_AUDIO);
+      want.set(`${sid}:screen`, {
+        sid,
+        name: `${name} (screen)`,
+        self: false,
+        screen: true,
+        video: screen.track,
+        audio: screenAudio?.track ?? null,
+        micMuted: false,
+        camOff: false,
+      });
+    }
+  }
+  return want;
+}
+
+function makeTile(key) {
+  const el = $('tile-template').content.firstElementChild.cloneNode(true);
+  const t = { key, el, video: el.querySelector('video'), spec: {}, tracks: [] };
+  t.video.addEventListener('click', () => {
+    if (soundBlocked) enableSound();
+  });
+  tiles.set(key, t);
+  return t;
+}
+
+function updateTile(t, spec) {
+  t.spec = spec;
+  const el = t.el;
+  el.dataset.key = t.key;
+  el.dataset.sid = spec.sid;
+  el.dataset.name = spec.name;
+  el.classList.toggle('self', spec.self);
+  el.classList.toggle('screen', spec.screen);
+  el.classList.toggle('cam-off', !spec.video);
+  el.classList.toggle('mirrored', spec.self && !spec.screen);
+  el.querySelector('.name').textContent = spec.self && !spec.screen ? `${spec.name} (you)` : spec.name;
+  el.querySelector('.mic-off').hidden = spec.screen || !spec.micMuted;
+  el.querySelector('.avatar').textContent = initials(spec.name);
+
+  // The own tile is a muted preview; the others play their audio.
+  t.video.muted = spec.self || soundBlocked;
+  const tracks = [spec.video, spec.audio].filter(Boolean);
+  const same = tracks.length === t.tracks.length && tracks.every((x, i) => x === t.tracks[i]);
+  if (!same) {
+    t.tracks = tracks;
+    t.video.srcObject = tracks.length ? new MediaStream(tracks) : null;
+    if (tracks.length) play(t);
+  }
+}
+
+function play(t) {
+  t.video.play().catch((err) => {
+    if (err.name !== 'NotAllowedError' || t.video.muted) return;
+    // Autoplay with sound is blocked until the person interacts: play
+    // muted and offer to turn the sound on.
+    soundBlocked = true;
+    t.video.muted = true;
+    t.video.play().catch(() => {});
+    banner('Your browser blocked the sound.', { label: 'Turn sound on', run: enableSound });
+  });
+}
+
+function initials(name) {
+  const parts = String(name).trim().split(/\s+/).filter(Boolean);
+  const s = parts.length > 1 ? parts[0][0] + parts[parts.length - 1][0] : (parts[0] ?? '?').slice(0, 2);
+  return s.toUpperCase();
+}
+
+function render() {
+  const want = wanted();
+  const grid = $('tiles');
+  for (const [key, t] of tiles) {
+    if (!want.has(key)) {
+      t.video.srcObject = null;
+      t.el.remove();
+      tiles.delete(key);
+    }
+  }
+  for (const [key, spec] of want) {
+    const t = tiles.get(key) ?? makeTile(key);
+    updateTile(t, spec);
+    if (t.el.parentNode !== grid) grid.append(t.el);
+  }
+  grid.dataset.count = String(Math.min(want.size, 10));
+  grid.classList.toggle('has-screen', [...want.values()].some((s) => s.screen));
+  $('count').textContent = String(client && !leaving ? client.participants.size + 1 : 1);
+  updateControls();
+}
+
+// ---------------------------------------------------------------------------
+// Wiring
+
+$('mic').addEventListener('click', () => toggle(local.mic));
+$('cam').addEventListener('click', () => toggle(local.cam));
+$('screen').addEventListener('click', () => toggleScreen());
+$('leave').addEventListener('click', () => leave());
+$('copy-link').addEventListener('click', () => copyLink());
+$('banner-close').addEventListener('click', () => hideBanner());
+$('rejoin').addEventListener('click', () => location.reload());
+document.addEventListener('keydown', (ev) => {
+  if (ev.target instanceof HTMLInputElement || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  if (ev.key === 'm') toggle(local.mic);
+  else if (ev.key === 'v') toggle(local.cam);
+});
+window.addEventListener('pagehide', () => client?.close({ goodbye: true }));
+
+start();
