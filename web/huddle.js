@@ -697,7 +697,13 @@ export class Client extends Emitter {
         break;
       case 'error': {
         const err = HuddleError.fromMessage(m);
-        if (!(m.id && this._settle(m.id, (p) => p.reject(err)))) this.emit('error', err);
+        if (m.id && this._settle(m.id, (p) => p.reject(err))) break;
+        // A join refusal that lost its id still ends the join.
+        if (this.connectionState === 'connecting' && (!m.ref || m.ref === 'join')) {
+          const join = [...this._pending].find(([, p]) => p.type === 'joined');
+          if (join && this._settle(join[0], (p) => p.reject(err))) break;
+        }
+        this.emit('error', err);
         break;
       }
       case 'bye':

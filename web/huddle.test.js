@@ -329,3 +329,10 @@ test('Client reports a socket closed before joined', async () => {
   FakeSocket.last.close(1006);
   await assert.rejects(p, (err) => err.code === 'closed');
 });
+
+test('Client ends the join on a refusal without an id', async () => {
+  const p = connect({ url: 'ws://h/ws', token: 'T', WebSocket: FakeSocket, pingInterval: 0 });
+  await tick();
+  FakeSocket.last.serve({ type: 'error', code: 'room_full', message: 'room is full' });
+  await assert.rejects(p, (err) => err.code === 'room_full');
+});

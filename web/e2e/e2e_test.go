@@ -30,8 +30,9 @@ import (
 var chromiumPaths = []string{"/usr/lib/chromium/chromium", "/usr/bin/chromium", "/usr/bin/chromium-browser"}
 
 // TestCall joins one room from two tabs, checks that each tab decodes the
-// other's video and receives its audio, then leaves from one tab and checks
-// that the other tab drops its tile.
+// other's video and receives its audio, mutes one microphone and checks the
+// other tab shows it, then leaves from one tab and checks that the other tab
+// drops its tile.
 func TestCall(t *testing.T) {
 	bin := os.Getenv("HUDDLE_BIN")
 	if bin == "" {
@@ -83,6 +84,15 @@ func TestCall(t *testing.T) {
 			t.Errorf("tab %s: participants() = %d, %v; want 2", tab.name, n, err)
 		}
 	}
+
+	// A mutes its microphone; B's tile for A shows it.
+	if _, err := eval[bool](tabA, `(document.getElementById('mic').click(), true)`); err != nil {
+		t.Fatalf("tab A: click mic: %v", err)
+	}
+	waitFor(t, tabB, "A's tile shows the microphone muted", 5*time.Second,
+		`window.huddle.tiles().some(t => t.name === 'A' && t.micMuted) &&
+		 !document.querySelector('.tile[data-name="A"] .mic-off').hidden`)
+	t.Logf("tab B shows A muted")
 
 	// B leaves with the Leave button; A's tile for B goes away.
 	if _, err := eval[bool](tabB, `(document.getElementById('leave').click(), true)`); err != nil {
@@ -281,7 +291,11 @@ func (b *browser) dump(t *testing.T) {
 	}
 	for _, tb := range b.tabs {
 		tb.mu.Lock()
-		t.Logf("tab %s console:\n  %s", tb.name, strings.Join(tb.logs, "\n  "))
+		if len(tb.logs) == 0 {
+			t.Logf("tab %s console: (nothing)", tb.name)
+		} else {
+			t.Logf("tab %s console:\n  %s", tb.name, strings.Join(tb.logs, "\n  "))
+		}
 		tb.mu.Unlock()
 	}
 }
