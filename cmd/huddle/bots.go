@@ -1,0 +1,62 @@
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/huddle-rtc/huddle/signaling/auth"
+	"github.com/huddle-rtc/huddle/signaling/bots"
+)
+
+// newBotsCmd is `huddle bots`: flag wiring for bots.Run.
+func newBotsCmd() *cobra.Command {
+	var cfg bots.Config
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "bots",
+		Short: "Join rooms with publisher and subscriber bots and measure what they get",
+		Long: `Publisher bots loop sample video (VP8) and audio (Opus) into rooms; subscriber
+bots receive everything and measure time to join, time to first media, loss,
+bitrate, jitter and forwarding latency. The exit status is non-zero when a bot
+failed to join or a subscriber received nothing.`,
+		Args:         cobra.NoArgs,
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			cfg.Progress = cmd.ErrOrStderr()
+			report, err := bots.Run(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				err = report.WriteJSON(cmd.OutOrStdout())
+			} else {
+				err = report.WriteText(cmd.OutOrStdout())
+			}
+			if err != nil {
+				return err
+			}
+			return report.Err()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.URL, "url", "http://127.0.0.1:7800", "server URL (http(s):// or ws(s)://)")
+	f.StringVar(&cfg.Room, "room", "bots", "room name")
+	f.IntVar(&cfg.Rooms, "rooms", 1, "spread the bots over this many rooms: <room>-1 … <room>-K")
+	f.IntVar(&cfg.Publishers, "publishers", 1, "publisher bots")
+	f.IntVar(&cfg.Subscribers, "subscribers", 1, "subscriber bots")
+	f.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of the run")
+	f.BoolVar(&cfg.AudioOnly, "audio-only", false, "publishers send audio only")
+	f.StringVar(&cfg.Video, "video", bots.DefaultVideo, "sample video publishers send (vp8_180p.ivf, vp8_360p.ivf, vp8_720p.ivf)")
+	f.BoolVar(&jsonOut, "json", false, "print the summary as one JSON object on the last line of stdout")
+	f.StringVar(&cfg.APIKey, "api-key", auth.DevAPIKey, "API key that signs the bots' tokens")
+	f.StringVar(&cfg.APISecret, "api-secret", auth.DevAPISecret, "secret of --api-key")
+	f.Uint64Var(&cfg.Seed, "seed", 1, "random seed (start offsets in the sample media, start jitter)")
+	f.DurationVar(&cfg.Stagger, "stagger", 20*time.Millisecond, "pause between two bots' starts")
+	return cmd
+}

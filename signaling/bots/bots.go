@@ -1,0 +1,277 @@
+// Package bots owns the load bots: publishers that loop sample media into
+// rooms and subscribers that receive it, all joining over the real
+// signaling protocol with the Go client, and the measurements they report
+// (time to join and to first media, packets, loss, bitrate, forwarding
+// latency). `huddle bots` is its command line.
+package bots
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/huddle-rtc/huddle/signaling/auth"
+	"github.com/huddle-rtc/huddle/signaling/client"
+	"github.com/huddle-rtc/huddle/signaling/protocol"
+)
+
+// Config describes one run. The zero value of each field means its
+// default.
+type Config struct {
+	// URL is the server, http(s):// or ws(s):// (default
+	// http://127.0.0.1:7800).
+	URL string
+	// Room is the room name (default "bots"); with Rooms > 1 the bots are
+	// spread round-robin over Room-1 … Room-K.
+	Room  string
+	Rooms int
+	// Publishers and Subscribers are how many bots of each kind start.
+	Publishers  int
+	Subscribers int
+	// Duration bounds the whole run, from the first bot's start (default
+	// 10 s).
+	Duration time.Duration
+	// AudioOnly makes publishers send only audio.
+	AudioOnly bool
+	// Video is the sample clip publishers send (default vp8_360p.ivf).
+	Video string
+	// APIKey and APISecret sign the bots' tokens (default: the dev
+	// credentials).
+	APIKey    string
+	APISecret string
+	// Seed makes a run reproducible: where in the clips each publisher
+	// starts and the jitter of the start times.
+	Seed uint64
+	// Stagger is the pause between two bots' starts (default 20 ms).
+	Stagger time.Duration
+	// JoinTimeout bounds one bot's dial and join (default 10 s).
+	JoinTimeout time.Duration
+	// LoopbackOnly restricts ICE to loopback; nil decides from URL (true
+	// when its host is a loopback address or localhost).
+	LoopbackOnly *bool
+	// Progress, when set, gets one line rewritten in place (\r) while the
+	// run goes on.
+	Progress io.Writer
+	Logger   *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.URL == "" {
+		c.URL = "http://127.0.0.1:7800"
+	}
+	if c.Room == "" {
+		c.Room = "bots"
+	}
+	if c.Rooms <= 0 {
+		c.Rooms = 1
+	}
+	if c.Duration <= 0 {
+		c.Duration = 10 * time.Second
+	}
+	if c.Video == "" {
+		c.Video = DefaultVideo
+	}
+	if c.APIKey == "" && c.APISecret == "" {
+		c.APIKey, c.APISecret = auth.DevAPIKey, auth.DevAPISecret
+	}
+	if c.Stagger <= 0 {
+		c.Stagger = 20 * time.Millisecond
+	}
+	if c.JoinTimeout <= 0 {
+		c.JoinTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Publishers < 0 || c.Subscribers < 0 || c.Publishers+c.Subscribers == 0 {
+		return errors.New("bots: need at least one publisher or subscriber")
+	}
+	if c.LoopbackOnly == nil {
+		lo, err := isLoopbackURL(c.URL)
+		if err != nil {
+			return err
+		}
+		c.LoopbackOnly = &lo
+	}
+	return nil
+}
+
+func isLoopbackURL(raw string) (bool, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false, fmt.Errorf("bots: bad URL %q: %w", raw, err)
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return true, nil
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback(), nil
+}
+
+// role is what a bot does.
+type role string
+
+const (
+	rolePublisher  role = "publisher"
+	roleSubscriber role = "subscriber"
+)
+
+// botSpec is one bot to start.
+type botSpec struct {
+	role     role
+	index    int // 1-based within its role
+	room     string
+	identity string
+	start    time.Duration // offset from the run's start
+	rng      *rand.Rand    // this bot's own, from the seed
+}
+
+// plan lays out the bots: publishers first (so subscribers find media),
+// each room in turn, starts Stagger apart with up to ±25% jitter.
+func plan(cfg *Config) []botSpec {
+	rng := rand.New(rand.NewPCG(cfg.Seed, 0x6875646c65)) // "huddle"
+	room := func(i int) string {
+		if cfg.Rooms == 1 {
+			return cfg.Room
+		}
+		return cfg.Room + "-" + strconv.Itoa(i%cfg.Rooms+1)
+	}
+	var specs []botSpec
+	add := func(r role, n int) {
+		for i := range n {
+			specs = append(specs, botSpec{
+				role:     r,
+				index:    i + 1,
+				room:     room(i),
+				identity: fmt.Sprintf("bot-%s-%d", r[:3], i+1),
+				rng:      rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64())),
+			})
+		}
+	}
+	add(rolePublisher, cfg.Publishers)
+	add(roleSubscriber, cfg.Subscribers)
+	var at time.Duration
+	for i := range specs {
+		specs[i].start = at
+		jitter := time.Duration(rng.Int64N(int64(cfg.Stagger)/2+1)) - cfg.Stagger/4
+		at += cfg.Stagger + jitter
+	}
+	return specs
+}
+
+// env is what every bot of a run shares.
+type env struct {
+	cfg      *Config
+	api      *webrtc.API
+	video    *clip // nil when audio only
+	audio    *clip
+	progress *progress
+}
+
+// Run starts the bots, lets them run until cfg.Duration has passed since
+// the start (or ctx ends), makes them leave and returns the aggregated
+// report. The error is about the run itself (bad config, unreadable
+// media); bots that fail show in the report (Report.Err).
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	e := &env{cfg: &cfg, progress: &progress{}}
+	var err error
+	if e.audio, err = loadOpus(AudioClip); err != nil {
+		return nil, err
+	}
+	if !cfg.AudioOnly {
+		if e.video, err = loadVP8(cfg.Video); err != nil {
+			return nil, err
+		}
+	}
+	if e.api, err = client.NewAPI(client.APIOptions{LoopbackOnly: *cfg.LoopbackOnly}); err != nil {
+		return nil, err
+	}
+
+	specs := plan(&cfg)
+	start := time.Now()
+	runCtx, cancel := context.WithDeadline(ctx, start.Add(cfg.Duration))
+	defer cancel()
+
+	var wg sync.WaitGroup
+	stopProgress := e.progress.start(cfg.Progress, len(specs), cfg.Subscribers)
+	results := make([]*botResult, len(specs))
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for i, spec := range specs {
+		if wait := time.Until(start.Add(spec.start)); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-timer.C:
+			case <-runCtx.Done():
+			}
+		}
+		if runCtx.Err() != nil {
+			results[i] = &botResult{spec: spec, err: errors.New("not started: the run ended first")}
+			e.progress.failed.Add(1)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = runBot(runCtx, e, spec)
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	stopProgress()
+	return aggregate(&cfg, results, elapsed), nil
+}
+
+// runBot runs one bot to the end of ctx and returns what it measured.
+func runBot(ctx context.Context, e *env, spec botSpec) *botResult {
+	res := &botResult{spec: spec}
+	if spec.role == roleSubscriber {
+		res.sub = newSubscriberStats()
+	}
+	err := func() error {
+		grants := []string{protocol.GrantSubscribe, protocol.GrantData}
+		if spec.role == rolePublisher {
+			grants = []string{protocol.GrantPublish, protocol.GrantData}
+		}
+		token, err := auth.Mint(e.cfg.APIKey, e.cfg.APISecret, auth.Token{
+			Room: spec.room, Identity: spec.identity, Grants: grants,
+			TTL: e.cfg.Duration + time.Hour,
+		}, time.Now())
+		if err != nil {
+			return err
+		}
+		if spec.role == rolePublisher {
+			return runPublisher(ctx, e, spec, token, res)
+		}
+		return runSubscriber(ctx, e, spec, token, res)
+	}()
+	if err != nil && !res.joined {
+		res.err = err
+		e.progress.failed.Add(1)
+	} else if err != nil {
+		res.err = err // failed after joining: reported, but counted as joined
+	}
+	return res
+}
+
+// leave says goodbye within a short time of its own: ctx has usually ended
+// already.
+func leave(ctx context.Context, c *client.Client) {
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	_ = c.Leave(lctx)
+}

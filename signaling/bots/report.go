@@ -1,0 +1,266 @@
+package bots
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// botResult is what one bot measured.
+type botResult struct {
+	spec     botSpec
+	joined   bool
+	joinTime time.Duration
+	err      error
+
+	// Publishers.
+	sentPackets uint64
+	sentBytes   uint64
+
+	// Subscribers.
+	sub *subscriberStats
+}
+
+// Quantiles are two percentiles of a distribution, in milliseconds.
+type Quantiles struct {
+	P50 float64 `json:"p50"`
+	P99 float64 `json:"p99"`
+}
+
+// Report sums up a run. Rates are over the run's wall time.
+type Report struct {
+	Participants int     `json:"participants"`
+	Publishers   int     `json:"publishers"`
+	Subscribers  int     `json:"subscribers"`
+	Rooms        int     `json:"rooms"`
+	DurationS    float64 `json:"duration_s"`
+
+	Joined int `json:"joined"`
+	Failed int `json:"failed"`
+	// NoMedia counts joined subscribers that received no RTP at all.
+	NoMedia int `json:"no_media"`
+
+	JoinMS       Quantiles `json:"join_ms"`
+	FirstMediaMS Quantiles `json:"first_media_ms"`
+
+	SentPackets uint64  `json:"sent_packets"`
+	SentKbps    float64 `json:"sent_kbps"`
+
+	// Tracks is how many tracks the subscribers received in all.
+	Tracks      int    `json:"tracks"`
+	RecvPackets uint64 `json:"recv_packets"`
+	RecvBytes   uint64 `json:"recv_bytes"`
+	// LostPackets were still missing after the recovery window (a NACK
+	// retransmission that arrives in time is not lost); LossPct is their
+	// share of the packets expected.
+	LostPackets uint64  `json:"lost_packets"`
+	LossPct     float64 `json:"loss_pct"`
+	LatePackets uint64  `json:"late_packets"`
+	Duplicates  uint64  `json:"duplicate_packets"`
+	// RecvKbps is the subscribers' aggregate receive rate.
+	RecvKbps float64 `json:"recv_kbps"`
+	// JitterMS is over tracks (each track's RFC 3550 jitter at its end).
+	JitterMS Quantiles `json:"jitter_ms"`
+	// LatencyMS is the forwarding latency of every packet, publisher's
+	// send to subscriber's receive (abs-capture-time).
+	LatencyMS Quantiles `json:"latency_ms"`
+
+	// Errors lists the distinct failures, with how many bots had each.
+	Errors []string `json:"errors,omitempty"`
+}
+
+// Err is non-nil when any bot failed to join or any subscriber received
+// nothing: the run's exit status.
+func (r *Report) Err() error {
+	var parts []string
+	if r.Failed > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d bots failed", r.Failed, r.Participants))
+	}
+	if r.NoMedia > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d subscribers received nothing", r.NoMedia, r.Subscribers))
+	}
+	if len(parts) == 0 {
+		return nil
+	}
+	return fmt.Errorf("bots: %s", strings.Join(parts, ", "))
+}
+
+// WriteJSON writes the report as one line of JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("bots: encode report: %w", err)
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+// WriteText writes the report for people.
+func (r *Report) WriteText(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "bots: %d publishers, %d subscribers in %d room(s) for %.1fs\n",
+		r.Publishers, r.Subscribers, r.Rooms, r.DurationS)
+	fmt.Fprintf(&b, "  joined       %d of %d (%d failed); join p50 %.1f ms, p99 %.1f ms\n",
+		r.Joined, r.Participants, r.Failed, r.JoinMS.P50, r.JoinMS.P99)
+	if r.Subscribers > 0 {
+		fmt.Fprintf(&b, "  first media  p50 %.1f ms, p99 %.1f ms; %d subscriber(s) got nothing\n",
+			r.FirstMediaMS.P50, r.FirstMediaMS.P99, r.NoMedia)
+		fmt.Fprintf(&b, "  received     %d packets on %d tracks, %.0f kbit/s; lost %d (%.2f%%), late %d, duplicates %d\n",
+			r.RecvPackets, r.Tracks, r.RecvKbps, r.LostPackets, r.LossPct, r.LatePackets, r.Duplicates)
+		fmt.Fprintf(&b, "  latency      p50 %.2f ms, p99 %.2f ms; jitter p50 %.2f ms, p99 %.2f ms\n",
+			r.LatencyMS.P50, r.LatencyMS.P99, r.JitterMS.P50, r.JitterMS.P99)
+	}
+	if r.Publishers > 0 {
+		fmt.Fprintf(&b, "  sent         %d packets, %.0f kbit/s\n", r.SentPackets, r.SentKbps)
+	}
+	for _, e := range r.Errors {
+		fmt.Fprintf(&b, "  error        %s\n", e)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// aggregate sums the bots' results.
+func aggregate(cfg *Config, results []*botResult, elapsed time.Duration) *Report {
+	r := &Report{
+		Participants: len(results),
+		Publishers:   cfg.Publishers,
+		Subscribers:  cfg.Subscribers,
+		Rooms:        cfg.Rooms,
+		DurationS:    elapsed.Seconds(),
+	}
+	var joins, firsts, jitters []time.Duration
+	var latency histogram
+	var sentBytes uint64
+	errCount := map[string]int{}
+	for _, b := range results {
+		if b.err != nil {
+			errCount[fmt.Sprintf("%s %s: %v", b.spec.role, b.spec.room, b.err)]++
+		}
+		if !b.joined {
+			r.Failed++
+			continue
+		}
+		r.Joined++
+		joins = append(joins, b.joinTime)
+		r.SentPackets += b.sentPackets
+		sentBytes += b.sentBytes
+		if b.sub == nil {
+			continue
+		}
+		if f := b.sub.firstMedia.Load(); f > 0 {
+			firsts = append(firsts, time.Duration(f))
+		} else {
+			r.NoMedia++
+		}
+		b.sub.mu.Lock()
+		for _, t := range b.sub.tracks {
+			r.Tracks++
+			r.RecvPackets += t.stats.Packets
+			r.RecvBytes += t.stats.Bytes
+			r.LostPackets += t.stats.Lost
+			r.LatePackets += t.stats.Late
+			r.Duplicates += t.stats.Duplicates
+			jitters = append(jitters, t.stats.Jitter)
+			latency.merge(t.latency)
+		}
+		b.sub.mu.Unlock()
+	}
+	r.JoinMS = quantiles(joins)
+	r.FirstMediaMS = quantiles(firsts)
+	r.JitterMS = quantiles(jitters)
+	r.LatencyMS = Quantiles{P50: ms(latency.quantile(0.50)), P99: ms(latency.quantile(0.99))}
+	if expected := r.RecvPackets + r.LostPackets; expected > 0 {
+		r.LossPct = round(100*float64(r.LostPackets)/float64(expected), 3)
+	}
+	if s := elapsed.Seconds(); s > 0 {
+		r.RecvKbps = round(float64(r.RecvBytes)*8/1000/s, 1)
+		r.SentKbps = round(float64(sentBytes)*8/1000/s, 1)
+	}
+	for e, n := range errCount {
+		r.Errors = append(r.Errors, fmt.Sprintf("%d× %s", n, e))
+	}
+	slices.Sort(r.Errors)
+	return r
+}
+
+// quantiles returns the 50th and 99th percentiles (nearest rank) of ds.
+func quantiles(ds []time.Duration) Quantiles {
+	if len(ds) == 0 {
+		return Quantiles{}
+	}
+	slices.Sort(ds)
+	at := func(q float64) float64 {
+		i := int(math.Ceil(q*float64(len(ds)))) - 1
+		return ms(ds[max(i, 0)])
+	}
+	return Quantiles{P50: at(0.50), P99: at(0.99)}
+}
+
+func ms(d time.Duration) float64 { return round(float64(d)/float64(time.Millisecond), 3) }
+
+func round(v float64, digits int) float64 {
+	p := math.Pow(10, float64(digits))
+	return math.Round(v*p) / p
+}
+
+// histogram counts durations in logarithmic buckets 5% wide, from 10 µs to
+// about 100 s, so that per-packet latencies cost no allocation and
+// percentiles stay within 2.5%.
+type histogram struct {
+	counts [histBuckets]uint32
+	n      uint64
+}
+
+const (
+	histMin     = 10 * time.Microsecond
+	histGrowth  = 1.05
+	histBuckets = 332 // 1 + ln(1e7)/ln(1.05)
+	// histLogGrowth is ln(histGrowth).
+	histLogGrowth = 0.048790164169432
+)
+
+// add counts d; durations below 10 µs (or negative: clocks that disagree)
+// fall in the first bucket.
+func (h *histogram) add(d time.Duration) {
+	i := 0
+	if d > histMin {
+		i = min(int(math.Log(float64(d)/float64(histMin))/histLogGrowth)+1, histBuckets-1)
+	}
+	h.counts[i]++
+	h.n++
+}
+
+func (h *histogram) merge(o *histogram) {
+	if o == nil {
+		return
+	}
+	for i, c := range o.counts {
+		h.counts[i] += c
+	}
+	h.n += o.n
+}
+
+// quantile returns the q-quantile (0 < q ≤ 1), as the geometric middle of
+// its bucket; 0 when empty.
+func (h *histogram) quantile(q float64) time.Duration {
+	if h.n == 0 {
+		return 0
+	}
+	rank := uint64(math.Ceil(q * float64(h.n)))
+	var seen uint64
+	for i, c := range h.counts {
+		seen += uint64(c)
+		if seen >= max(rank, 1) {
+			if i == 0 {
+				return histMin
+			}
+			return time.Duration(float64(histMin) * math.Pow(histGrowth, float64(i)-0.5))
+		}
+	}
+	return time.Duration(float64(histMin) * math.Pow(histGrowth, histBuckets))
+}
