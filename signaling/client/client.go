@@ -99,19 +99,20 @@ type Client struct {
 
 	wg sync.WaitGroup // every goroutine the client starts or lends out
 
-	mu       sync.Mutex
-	closing  bool
-	readErr  error
-	pending  map[string]chan reply
-	joined   protocol.Joined
-	tracks   map[string]protocol.Track // published tracks known in the room
-	mids     map[string]string         // subscribe mid → track SID
-	sub      *transport
-	pub      *transport
-	outgoing []*localTrack // published (or being published) tracks
-	data     *webrtc.DataChannel
-	byeOnce  sync.Once
-	dataOnce sync.Once
+	mu        sync.Mutex
+	closing   bool
+	joiningID string // the join request's id
+	readErr   error
+	pending   map[string]chan reply
+	joined    protocol.Joined
+	tracks    map[string]protocol.Track // published tracks known in the room
+	mids      map[string]string         // subscribe mid → track SID
+	sub       *transport
+	pub       *transport
+	outgoing  []*localTrack // published (or being published) tracks
+	data      *webrtc.DataChannel
+	byeOnce   sync.Once
+	dataOnce  sync.Once
 }
 
 // reply is what the read loop hands to a waiting request.
@@ -173,6 +174,9 @@ func Dial(ctx context.Context, rawURL, token string, opts Options) (*Client, err
 	c.goOwned(c.readLoop)
 
 	id := c.newID()
+	c.mu.Lock()
+	c.joiningID = id
+	c.mu.Unlock()
 	join := protocol.Join{
 		Envelope:      protocol.Envelope{Type: protocol.TypeJoin, ID: id},
 		Token:         token,

@@ -287,3 +287,15 @@ func TestCloseEndsEverything(t *testing.T) {
 		t.Errorf("Ping after Close: %v, want ErrClosed", err)
 	}
 }
+
+func TestJoinRefusalWithoutIDEndsDial(t *testing.T) {
+	fs := newFakeServer(t)
+	fs.refuseWithoutID = true
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := Dial(ctx, fs.srv.URL, "forged", Options{API: fs.api})
+	var perr *protocol.Error
+	if !errors.As(err, &perr) || perr.Code != protocol.CodeTokenInvalid {
+		t.Fatalf("Dial error %v, want token_invalid before the deadline", err)
+	}
+}

@@ -111,9 +111,14 @@ func (c *Client) dispatch(raw []byte) {
 		}
 	case protocol.TypeError:
 		m := &protocol.Error{}
-		if c.decode(raw, m) && !c.resolve(m.ID, reply{err: m}) {
-			c.emit(Event{Type: env.Type, Message: m})
+		if !c.decode(raw, m) || c.resolve(m.ID, reply{err: m}) {
+			return
 		}
+		// A refusal that lost its id still ends a join in progress.
+		if m.ID == "" && (m.Ref == "" || m.Ref == protocol.TypeJoin) && c.resolve(c.joinID(), reply{err: m}) {
+			return
+		}
+		c.emit(Event{Type: env.Type, Message: m})
 	case protocol.TypeBye:
 		m := &protocol.Bye{}
 		if c.decode(raw, m) {
@@ -160,6 +165,16 @@ func (c *Client) dispatch(raw []byte) {
 	default:
 		c.log.Debug("client: ignoring message", "type", env.Type)
 	}
+}
+
+// joinID returns the id of the join in progress, or "" once joined.
+func (c *Client) joinID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.joined.You.SID != "" {
+		return ""
+	}
+	return c.joiningID
 }
 
 func (c *Client) decode(raw []byte, v any) bool {

@@ -26,6 +26,8 @@ type fakeServer struct {
 	srv *httptest.Server
 	// extra runs after joined is sent, on the connection's goroutine.
 	extra func(s *fakeConn)
+	// refuseWithoutID leaves the id off join refusals.
+	refuseWithoutID bool
 
 	mu        sync.Mutex
 	published map[string]*rtpSink // by SID
@@ -111,7 +113,11 @@ func (fs *fakeServer) serveWS(w http.ResponseWriter, r *http.Request) {
 			var m protocol.Join
 			_ = json.Unmarshal(raw, &m)
 			if m.Token != "good" {
-				c.write(protocol.Error{Envelope: protocol.Envelope{Type: protocol.TypeError, ID: m.ID}, Code: protocol.CodeTokenInvalid, Message: "bad token", Ref: "join"})
+				id := m.ID
+				if fs.refuseWithoutID {
+					id = ""
+				}
+				c.write(protocol.Error{Envelope: protocol.Envelope{Type: protocol.TypeError, ID: id}, Code: protocol.CodeTokenInvalid, Message: "bad token", Ref: "join"})
 				continue
 			}
 			c.write(protocol.Joined{
