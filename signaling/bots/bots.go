@@ -259,11 +259,9 @@ func runBot(ctx context.Context, e *env, spec botSpec) *botResult {
 		}
 		return runSubscriber(ctx, e, spec, token, res)
 	}()
-	if err != nil && !res.joined {
+	if err != nil {
 		res.err = err
 		e.progress.failed.Add(1)
-	} else if err != nil {
-		res.err = err // failed after joining: reported, but counted as joined
 	}
 	return res
 }

@@ -61,7 +61,9 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 		sources = append(sources, source{cl, tr})
 		pub = append(pub, client.PublishTrack{Track: tr})
 	}
-	sids, err := c.Publish(ctx, pub...)
+	pctx, cancel := context.WithTimeout(ctx, e.cfg.JoinTimeout)
+	sids, err := c.Publish(pctx, pub...)
+	cancel()
 	if err != nil {
 		leave(ctx, c)
 		return fmt.Errorf("bots: %s: publish: %w", spec.identity, err)

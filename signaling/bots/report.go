@@ -39,6 +39,8 @@ type Report struct {
 	Rooms        int     `json:"rooms"`
 	DurationS    float64 `json:"duration_s"`
 
+	// Joined counts bots that joined; Failed those that failed to join,
+	// or joined and then failed (a publisher whose publish was refused).
 	Joined int `json:"joined"`
 	Failed int `json:"failed"`
 	// NoMedia counts joined subscribers that received no RTP at all.
@@ -139,10 +141,10 @@ func aggregate(cfg *Config, results []*botResult, elapsed time.Duration) *Report
 	errCount := map[string]int{}
 	for _, b := range results {
 		if b.err != nil {
+			r.Failed++
 			errCount[fmt.Sprintf("%s %s: %v", b.spec.role, b.spec.room, b.err)]++
 		}
 		if !b.joined {
-			r.Failed++
 			continue
 		}
 		r.Joined++
