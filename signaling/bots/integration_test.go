@@ -1,0 +1,182 @@
+package bots
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestRunAgainstServer runs the bots against the real server: `huddle serve
+// --dev` from $HUDDLE_BIN, or built from ./cmd/huddle when that is unset.
+func TestRunAgainstServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the server")
+	}
+	base := startServer(t)
+
+	t.Run("publishers and subscribers", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		var progress bytes.Buffer
+		r, err := Run(ctx, Config{
+			URL: base, Room: "it", Rooms: 2, Publishers: 2, Subscribers: 2,
+			Duration: 5 * time.Second, Seed: 3, Progress: &progress,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		_ = r.WriteText(&out)
+		t.Logf("\n%s", out.String())
+		if err := r.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if r.Joined != 4 || r.Failed != 0 || r.NoMedia != 0 {
+			t.Errorf("joined %d failed %d no media %d", r.Joined, r.Failed, r.NoMedia)
+		}
+		// Each subscriber shares a room with one publisher: a video and an
+		// audio track.
+		if r.Tracks != 4 {
+			t.Errorf("%d tracks received, want 4", r.Tracks)
+		}
+		if r.RecvPackets == 0 || r.LossPct > 1 {
+			t.Errorf("received %d packets, loss %.2f%%", r.RecvPackets, r.LossPct)
+		}
+		if r.LatencyMS.P50 <= 0 || r.LatencyMS.P50 > 100 {
+			t.Errorf("forwarding latency p50 %.2f ms", r.LatencyMS.P50)
+		}
+		if r.FirstMediaMS.P50 <= 0 || r.FirstMediaMS.P99 > 5000 {
+			t.Errorf("first media %+v", r.FirstMediaMS)
+		}
+		if !strings.Contains(progress.String(), "\r") {
+			t.Error("no progress line")
+		}
+	})
+
+	t.Run("refused tokens fail the run", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		r, err := Run(ctx, Config{
+			URL: base, Subscribers: 2, Duration: 2 * time.Second,
+			APIKey: "devkey", APISecret: "not-the-secret-not-the-secret-not-the-secret",
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Failed != 2 || r.Err() == nil || len(r.Errors) == 0 || !strings.Contains(r.Errors[0], "token_invalid") {
+			t.Errorf("failed %d, errors %q, Err %v", r.Failed, r.Errors, r.Err())
+		}
+	})
+}
+
+// startServer runs the server on free loopback ports until the test ends
+// and returns its base URL.
+func startServer(t *testing.T) string {
+	t.Helper()
+	bin := os.Getenv("HUDDLE_BIN")
+	if bin == "" {
+		bin = filepath.Join(t.TempDir(), "huddle")
+		build := exec.Command("go", "build", "-o", bin, "./cmd/huddle")
+		build.Dir = filepath.Join("..", "..")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Skipf("cannot build the server (set HUDDLE_BIN to use a built one): %v\n%s", err, out)
+		}
+	}
+	httpPort, udpPort := freePort(t, false), freePort(t, true)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort))
+	var log syncBuffer
+	cmd := exec.Command(bin, "serve", "--dev", "--listen", addr, "--udp-port", strconv.Itoa(udpPort))
+	cmd.Dir = t.TempDir()
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			t.Errorf("server did not stop within 10 s of SIGTERM")
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("server output:\n%s", log.String())
+		}
+	})
+	base := "http://" + addr
+	hc := &http.Client{Timeout: time.Second}
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("server exited: %v\n%s", err, log.String())
+		default:
+		}
+		if res, err := hc.Get(base + "/healthz"); err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return base
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server not ready within 20 s\n%s", log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// freePort returns a loopback port free now; a UDP one is also free for
+// TCP (the server does ICE-TCP on the same number).
+func freePort(t *testing.T, udp bool) int {
+	t.Helper()
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		if !udp {
+			l.Close()
+			return port
+		}
+		c, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		l.Close()
+		if err == nil {
+			c.Close()
+			return port
+		}
+	}
+	t.Fatal("free port: none free for both TCP and UDP")
+	return 0
+}
+
+// syncBuffer collects the server's output while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
