@@ -49,8 +49,8 @@ func (o Options) withDefaults() Options {
 // Only durable state is ever handed out: Snapshot, Since, History and At
 // never show a version that a crash could still lose.
 //
-// How to wire it to a transport: each participant gets a sender loop that
-// calls Wait then Since and sends, in version order, an acknowledgement for
+// How to wire it to a transport: each participant gets a sender goroutine
+// running Follow, which sends, in version order, an acknowledgement for
 // each entry the participant authored with Action ActionEdit and the
 // operation of every other entry (undo, redo and restore entries go to
 // their author too, who did not apply them). Sending acknowledgements from
@@ -528,6 +528,31 @@ func (d *Document) Since(ctx context.Context, after uint64, limit int) ([]Entry,
 		return nil, fmt.Errorf("doc: read %q versions %d to %d: %w", d.id, after+1, to, err)
 	}
 	return es, nil
+}
+
+// Follow calls send with the durable entries after version after, in
+// version order and in batches of at most limit (all if limit <= 0), as
+// they are committed, until ctx ends, send fails or the document closes;
+// it returns why it stopped. It is the body of a participant's sender
+// goroutine: send acknowledges the participant's own edits and forwards
+// every other entry (see Document).
+func (d *Document) Follow(ctx context.Context, after uint64, limit int, send func([]Entry) error) error {
+	for {
+		if _, err := d.Wait(ctx, after); err != nil {
+			return err
+		}
+		es, err := d.Since(ctx, after, limit)
+		if err != nil {
+			return err
+		}
+		if len(es) == 0 {
+			continue
+		}
+		if err := send(es); err != nil {
+			return err
+		}
+		after = es[len(es)-1].Version
+	}
 }
 
 // History returns the durable log entries with versions in [from, to]

@@ -455,26 +455,17 @@ func TestConcurrentClients(t *testing.T) {
 		})
 		// Downlink: the document's feed, in order, with delays.
 		links.Go(func() {
-			var seen uint64
-			for {
-				if _, err := d.Wait(linkCtx, seen); err != nil {
-					return
-				}
-				es, err := d.Since(linkCtx, seen, 0)
-				if err != nil {
-					errs <- err
-					return
-				}
+			d.Follow(linkCtx, 0, 0, func(es []Entry) error {
 				for _, e := range es {
 					time.Sleep(time.Duration(rand.IntN(100)) * time.Microsecond)
 					select {
 					case down <- e:
 					case <-linkCtx.Done():
-						return
+						return linkCtx.Err()
 					}
-					seen = e.Version
 				}
-			}
+				return nil
+			})
 		})
 		// The client: edits at random times, applies what arrives.
 		wg.Go(func() {

@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -137,6 +139,9 @@ func TestTraceReplay(t *testing.T) {
 			if got, err := d.At(ctx, uint64(mid)); err != nil || got != want.String() {
 				t.Fatalf("At(%d): %v", mid, err)
 			}
+			if testing.Short() {
+				return
+			}
 			// Transactions composed into single operations.
 			var composed []Op
 			i := 0
@@ -202,6 +207,32 @@ func BenchmarkTraceText(b *testing.B) {
 			}
 			b.ReportMetric(float64(time.Since(start).Nanoseconds())/float64(b.N*len(ops)), "ns/edit")
 		})
+	}
+}
+
+// BenchmarkTextScattered measures the gap buffer's worst case: single
+// character edits at random places of a 100,000 code point text, so that
+// every edit moves the gap far (as when people edit far apart).
+func BenchmarkTextScattered(b *testing.B) {
+	const size = 100_000
+	tx := NewText(strings.Repeat("abcdefghij", size/10))
+	rng := rand.New(rand.NewPCG(1, 1))
+	ops := make([]Op, 1024)
+	for i := range ops {
+		// Insert then delete one code point: the length stays the same.
+		pos := rng.IntN(size)
+		if i%2 == 0 {
+			ops[i], _ = Edit(size, pos, 0, "x")
+		} else {
+			ops[i], _ = Edit(size+1, pos, 1, "")
+		}
+	}
+	i := 0
+	for b.Loop() {
+		if err := tx.Apply(ops[i%len(ops)]); err != nil {
+			b.Fatal(err)
+		}
+		i++
 	}
 }
 
