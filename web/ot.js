@@ -534,7 +534,9 @@ export class Client {
 
   /**
    * refused handles an error reply to the request in flight (kind as the
-   * server sent it). It returns the next request to send, or null.
+   * server sent it). It returns the next request to send, or null. For
+   * too_far_behind call rebase instead; any other kind means this client's
+   * state is wrong: rebase on a fresh snapshot.
    */
   refused(kind) {
     if (kind === 'nothing_to_undo' && this.outstanding && !this.outstanding.op) {
