@@ -1,0 +1,494 @@
+package sfu
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+)
+
+// Transport names, as in the signaling protocol.
+const (
+	TransportPublish   = "publish"
+	TransportSubscribe = "subscribe"
+)
+
+// maxDataBuffered is how many bytes may wait in one data channel before
+// further messages to that receiver are dropped (a slow receiver must not
+// grow the server's memory without bound).
+const maxDataBuffered = 4 << 20
+
+// ErrClosed is returned by the methods of a closed Peer.
+var ErrClosed = errors.New("sfu: peer closed")
+
+// PeerEvents is what a Peer tells its owner. Methods may be called from
+// Pion's goroutines and must not block for long.
+type PeerEvents interface {
+	// SubscribeOffer must deliver a server offer to the client.
+	SubscribeOffer(sdp string, mids map[string]string)
+	// LocalCandidate must deliver a local ICE candidate (nil: the end).
+	LocalCandidate(transport string, c *webrtc.ICECandidateInit)
+	// TrackPublished reports that media of an announced track arrived.
+	TrackPublished(up *UpTrack)
+	// DataMessage reports a message the client sent on a data channel.
+	DataMessage(label string, data []byte)
+	// TransportFailed reports that ICE or DTLS failed for good.
+	TransportFailed(transport string, err error)
+}
+
+// DataChannelSpec describes one data channel the server opens on the
+// subscribe transport.
+type DataChannelSpec struct {
+	Label          string
+	Unordered      bool
+	MaxRetransmits *uint16
+}
+
+// Peer is one participant's two transports.
+type Peer struct {
+	engine *Engine
+	id     string
+	events PeerEvents
+	log    *slog.Logger
+
+	sub      *webrtc.PeerConnection
+	channels map[string]*webrtc.DataChannel
+
+	mu             sync.Mutex
+	pub            *webrtc.PeerConnection
+	expected       map[string]TrackInfo // publish: msid track id → info
+	ups            map[string]*UpTrack  // published by this peer, by SID
+	downs          map[string]*subscription
+	awaitingAnswer bool
+	pendingOffer   bool
+	pendingCands   map[string][]webrtc.ICECandidateInit
+	closed         bool
+
+	wg sync.WaitGroup
+}
+
+type subscription struct {
+	down   *DownTrack
+	sender *webrtc.RTPSender
+}
+
+// NewPeer creates the participant's subscribe transport and its data
+// channels. Call Negotiate to send the first offer.
+func NewPeer(e *Engine, id string, events PeerEvents, channels []DataChannelSpec) (*Peer, error) {
+	p := &Peer{
+		engine:       e,
+		id:           id,
+		events:       events,
+		log:          e.log.With("peer", id),
+		channels:     map[string]*webrtc.DataChannel{},
+		expected:     map[string]TrackInfo{},
+		ups:          map[string]*UpTrack{},
+		downs:        map[string]*subscription{},
+		pendingCands: map[string][]webrtc.ICECandidateInit{},
+	}
+	sub, err := e.subscribeAPI.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, fmt.Errorf("sfu: subscribe transport: %w", err)
+	}
+	p.sub = sub
+	p.watch(sub, TransportSubscribe)
+	for _, spec := range channels {
+		ordered := !spec.Unordered
+		dc, err := sub.CreateDataChannel(spec.Label, &webrtc.DataChannelInit{Ordered: &ordered, MaxRetransmits: spec.MaxRetransmits})
+		if err != nil {
+			_ = sub.Close()
+			return nil, fmt.Errorf("sfu: data channel %q: %w", spec.Label, err)
+		}
+		label := spec.Label
+		dc.OnMessage(func(m webrtc.DataChannelMessage) { events.DataMessage(label, m.Data) })
+		p.channels[label] = dc
+	}
+	return p, nil
+}
+
+// watch forwards candidates and failures of pc.
+func (p *Peer) watch(pc *webrtc.PeerConnection, transport string) {
+	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
+		if c == nil {
+			p.events.LocalCandidate(transport, nil)
+			return
+		}
+		init := c.ToJSON()
+		p.events.LocalCandidate(transport, &init)
+	})
+	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		if s == webrtc.PeerConnectionStateFailed {
+			p.events.TransportFailed(transport, fmt.Errorf("%s transport failed", transport))
+		}
+	})
+}
+
+// Negotiate sends a new subscribe offer now, or after the answer to the
+// offer in flight. Offers never collide: there is at most one at a time.
+func (p *Peer) Negotiate() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.negotiateLocked()
+}
+
+func (p *Peer) negotiateLocked() {
+	if p.closed {
+		return
+	}
+	if p.awaitingAnswer {
+		p.pendingOffer = true
+		return
+	}
+	offer, err := p.sub.CreateOffer(nil)
+	if err == nil {
+		err = p.sub.SetLocalDescription(offer)
+	}
+	if err != nil {
+		p.log.Warn("subscribe offer failed", "err", err)
+		p.events.TransportFailed(TransportSubscribe, fmt.Errorf("create offer: %w", err))
+		return
+	}
+	mids := map[string]string{}
+	for _, t := range p.sub.GetTransceivers() {
+		if s := t.Sender(); s != nil && s.Track() != nil && t.Mid() != "" {
+			mids[t.Mid()] = s.Track().ID()
+		}
+	}
+	p.awaitingAnswer = true
+	p.pendingOffer = false
+	p.events.SubscribeOffer(p.sub.LocalDescription().SDP, mids)
+}
+
+// HandleSubscribeAnswer applies the client's answer and sends the next
+// offer if changes happened meanwhile.
+func (p *Peer) HandleSubscribeAnswer(sdp string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
+	if !p.awaitingAnswer {
+		return errors.New("no subscribe offer is waiting for an answer")
+	}
+	if err := p.sub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
+		return fmt.Errorf("apply subscribe answer: %w", err)
+	}
+	p.awaitingAnswer = false
+	p.flushCandidatesLocked(TransportSubscribe, p.sub)
+	if p.pendingOffer {
+		p.negotiateLocked()
+	}
+	return nil
+}
+
+// HandlePublishOffer applies the client's publish offer, announcing the
+// tracks it carries (keyed by the msid track id), and returns the answer.
+func (p *Peer) HandlePublishOffer(sdp string, tracks map[string]TrackInfo) (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return "", ErrClosed
+	}
+	if p.pub == nil {
+		pub, err := p.engine.publishAPI.NewPeerConnection(webrtc.Configuration{})
+		if err != nil {
+			return "", fmt.Errorf("publish transport: %w", err)
+		}
+		p.pub = pub
+		p.watch(pub, TransportPublish)
+		pub.OnTrack(p.onTrack)
+	}
+	for cid, info := range tracks {
+		p.expected[cid] = info
+	}
+	if err := p.pub.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
+		return "", fmt.Errorf("apply publish offer: %w", err)
+	}
+	answer, err := p.pub.CreateAnswer(nil)
+	if err == nil {
+		err = p.pub.SetLocalDescription(answer)
+	}
+	if err != nil {
+		return "", fmt.Errorf("publish answer: %w", err)
+	}
+	p.flushCandidatesLocked(TransportPublish, p.pub)
+	return p.pub.LocalDescription().SDP, nil
+}
+
+// AddCandidate applies a remote ICE candidate; candidates that arrive
+// before their description are kept until it is applied.
+func (p *Peer) AddCandidate(transport string, c webrtc.ICECandidateInit) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
+	var pc *webrtc.PeerConnection
+	switch transport {
+	case TransportPublish:
+		pc = p.pub
+	case TransportSubscribe:
+		pc = p.sub
+	default:
+		return fmt.Errorf("unknown transport %q", transport)
+	}
+	if pc == nil || pc.RemoteDescription() == nil {
+		if len(p.pendingCands[transport]) < 64 {
+			p.pendingCands[transport] = append(p.pendingCands[transport], c)
+		}
+		return nil
+	}
+	if err := pc.AddICECandidate(c); err != nil {
+		return fmt.Errorf("add %s candidate: %w", transport, err)
+	}
+	return nil
+}
+
+func (p *Peer) flushCandidatesLocked(transport string, pc *webrtc.PeerConnection) {
+	for _, c := range p.pendingCands[transport] {
+		if err := pc.AddICECandidate(c); err != nil {
+			p.log.Debug("pending candidate refused", "transport", transport, "err", err)
+		}
+	}
+	delete(p.pendingCands, transport)
+}
+
+// onTrack starts forwarding a published track whose media arrived.
+func (p *Peer) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
+	p.mu.Lock()
+	info, ok := p.expected[remote.ID()]
+	if ok {
+		delete(p.expected, remote.ID())
+	}
+	closed := p.closed
+	p.mu.Unlock()
+	if !ok || closed {
+		p.log.Warn("track not announced in the offer; ignored", "msid_track", remote.ID(), "kind", remote.Kind())
+		return
+	}
+	info.Kind = remote.Kind()
+	info.Codec = remote.Codec()
+	extURIs := map[uint8]string{}
+	for _, e := range recv.GetParameters().HeaderExtensions {
+		extURIs[uint8(e.ID)] = e.URI
+	}
+	up := newUpTrack(info, uint32(remote.SSRC()), remoteSource{remote}, p.pub, extURIs)
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.ups[info.SID] = up
+	p.wg.Add(2)
+	p.mu.Unlock()
+	go func() {
+		defer p.wg.Done()
+		up.run()
+	}()
+	go func() {
+		defer p.wg.Done()
+		// Reading RTCP lets the interceptors see sender reports.
+		for {
+			if _, _, err := recv.ReadRTCP(); err != nil {
+				return
+			}
+		}
+	}()
+	p.events.TrackPublished(up)
+}
+
+// UpTrack returns a track this peer publishes.
+func (p *Peer) UpTrack(sid string) *UpTrack {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ups[sid]
+}
+
+// Unpublish stops forwarding one of this peer's tracks. Subscribers must
+// be unsubscribed by the caller.
+func (p *Peer) Unpublish(sid string) {
+	p.mu.Lock()
+	up := p.ups[sid]
+	delete(p.ups, sid)
+	pub := p.pub
+	p.mu.Unlock()
+	if up == nil || pub == nil {
+		return
+	}
+	for _, t := range pub.GetTransceivers() {
+		if r := t.Receiver(); r != nil && r.Track() != nil && uint32(r.Track().SSRC()) == up.ssrc {
+			_ = r.Stop()
+		}
+	}
+}
+
+// Subscribe adds a down-track of up to the subscribe transport and
+// renegotiates.
+func (p *Peer) Subscribe(up *UpTrack) (*DownTrack, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, ErrClosed
+	}
+	sid := up.info.SID
+	if s, ok := p.downs[sid]; ok {
+		return s.down, nil
+	}
+	down := NewDownTrack(up)
+	sender, err := p.sub.AddTrack(down)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", sid, err)
+	}
+	p.downs[sid] = &subscription{down: down, sender: sender}
+	up.addDown(down)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.readSubscriberRTCP(down, sender)
+	}()
+	p.negotiateLocked()
+	return down, nil
+}
+
+// Unsubscribe removes the down-track of track sid and renegotiates. It
+// reports whether there was one.
+func (p *Peer) Unsubscribe(sid string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s, ok := p.downs[sid]
+	if !ok || p.closed {
+		return false
+	}
+	delete(p.downs, sid)
+	s.down.up.removeDown(s.down)
+	if err := p.sub.RemoveTrack(s.sender); err != nil {
+		p.log.Debug("remove track", "track", sid, "err", err)
+	}
+	p.negotiateLocked()
+	return true
+}
+
+// Subscribed returns the SIDs of the tracks this peer receives.
+func (p *Peer) Subscribed() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, 0, len(p.downs))
+	for sid := range p.downs {
+		out = append(out, sid)
+	}
+	return out
+}
+
+// DownTrack returns this peer's down-track for track sid, or nil.
+func (p *Peer) DownTrack(sid string) *DownTrack {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s := p.downs[sid]; s != nil {
+		return s.down
+	}
+	return nil
+}
+
+// readSubscriberRTCP handles the subscriber's feedback on one down-track:
+// keyframe requests go to the publisher (throttled), NACKs are answered
+// from the shared history by the track's reader. This is one goroutine per
+// down-track on the RTCP path; the packet path has none.
+func (p *Peer) readSubscriberRTCP(d *DownTrack, sender *webrtc.RTPSender) {
+	for {
+		pkts, _, err := sender.ReadRTCP()
+		if err != nil {
+			return
+		}
+		for _, pkt := range pkts {
+			switch pk := pkt.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				d.plis.Add(1)
+				d.up.RequestKeyframe()
+			case *rtcp.TransportLayerNack:
+				var r nackRequest
+				r.down = d
+				for _, pair := range pk.Nacks {
+					for _, seq := range pair.PacketList() {
+						d.nacks.Add(1)
+						r.seqs[r.n] = seq
+						r.n++
+						if r.n == len(r.seqs) {
+							d.up.queueNACK(r)
+							r.n = 0
+						}
+					}
+				}
+				if r.n > 0 {
+					d.up.queueNACK(r)
+				}
+			}
+		}
+	}
+}
+
+// SendData sends msg on the data channel label. Messages to a receiver
+// whose channel is backed up are dropped, and reported as an error.
+func (p *Peer) SendData(label string, msg []byte) error {
+	dc := p.channels[label]
+	if dc == nil {
+		return fmt.Errorf("no data channel %q", label)
+	}
+	if dc.ReadyState() != webrtc.DataChannelStateOpen {
+		return fmt.Errorf("data channel %q is %s", label, dc.ReadyState())
+	}
+	if dc.BufferedAmount() > maxDataBuffered {
+		return fmt.Errorf("data channel %q: receiver is %d bytes behind; message dropped", label, dc.BufferedAmount())
+	}
+	return dc.Send(msg)
+}
+
+// SendDataText sends a text message on the data channel label.
+func (p *Peer) SendDataText(label string, msg string) error {
+	dc := p.channels[label]
+	if dc == nil {
+		return fmt.Errorf("no data channel %q", label)
+	}
+	if dc.ReadyState() != webrtc.DataChannelStateOpen {
+		return fmt.Errorf("data channel %q is %s", label, dc.ReadyState())
+	}
+	if dc.BufferedAmount() > maxDataBuffered {
+		return fmt.Errorf("data channel %q: receiver is %d bytes behind; message dropped", label, dc.BufferedAmount())
+	}
+	return dc.SendText(msg)
+}
+
+// Close ends both transports, stops every reader and waits for them.
+// Published tracks end (their Done channels close); the caller removes
+// their down-tracks from subscribers.
+func (p *Peer) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	for _, s := range p.downs {
+		s.down.up.removeDown(s.down)
+	}
+	p.downs = nil
+	pub := p.pub
+	p.mu.Unlock()
+	var errs []error
+	if pub != nil {
+		errs = append(errs, pub.Close())
+	}
+	errs = append(errs, p.sub.Close())
+	p.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// isClosedErr reports whether err means the source is gone for good.
+func isClosedErr(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "closed")
+}
