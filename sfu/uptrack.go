@@ -37,6 +37,7 @@ type rtcpWriter interface {
 // TrackInfo is what the rest of the server knows about a published track.
 type TrackInfo struct {
 	SID         string // server track id
+	CID         string // the publisher's id for it (msid track id)
 	Participant string // publisher's participant SID
 	Identity    string
 	Kind        webrtc.RTPCodecType
