@@ -432,35 +432,38 @@ func (p *Peer) readSubscriberRTCP(d *DownTrack, sender *webrtc.RTPSender) {
 	}
 }
 
-// SendData sends msg on the data channel label. Messages to a receiver
-// whose channel is backed up are dropped, and reported as an error.
+// SendData sends a binary message on the data channel label.
 func (p *Peer) SendData(label string, msg []byte) error {
-	dc := p.channels[label]
-	if dc == nil {
-		return fmt.Errorf("no data channel %q", label)
-	}
-	if dc.ReadyState() != webrtc.DataChannelStateOpen {
-		return fmt.Errorf("data channel %q is %s", label, dc.ReadyState())
-	}
-	if dc.BufferedAmount() > maxDataBuffered {
-		return fmt.Errorf("data channel %q: receiver is %d bytes behind; message dropped", label, dc.BufferedAmount())
+	dc, err := p.writableChannel(label)
+	if err != nil {
+		return err
 	}
 	return dc.Send(msg)
 }
 
 // SendDataText sends a text message on the data channel label.
 func (p *Peer) SendDataText(label string, msg string) error {
-	dc := p.channels[label]
-	if dc == nil {
-		return fmt.Errorf("no data channel %q", label)
-	}
-	if dc.ReadyState() != webrtc.DataChannelStateOpen {
-		return fmt.Errorf("data channel %q is %s", label, dc.ReadyState())
-	}
-	if dc.BufferedAmount() > maxDataBuffered {
-		return fmt.Errorf("data channel %q: receiver is %d bytes behind; message dropped", label, dc.BufferedAmount())
+	dc, err := p.writableChannel(label)
+	if err != nil {
+		return err
 	}
 	return dc.SendText(msg)
+}
+
+// writableChannel returns the open data channel label. Messages to a
+// receiver whose channel is backed up are refused, so that one slow
+// receiver cannot grow the server's memory.
+func (p *Peer) writableChannel(label string) (*webrtc.DataChannel, error) {
+	dc := p.channels[label]
+	switch {
+	case dc == nil:
+		return nil, fmt.Errorf("no data channel %q", label)
+	case dc.ReadyState() != webrtc.DataChannelStateOpen:
+		return nil, fmt.Errorf("data channel %q is %s", label, dc.ReadyState())
+	case dc.BufferedAmount() > maxDataBuffered:
+		return nil, fmt.Errorf("data channel %q: receiver is %d bytes behind; message dropped", label, dc.BufferedAmount())
+	}
+	return dc, nil
 }
 
 // Close ends both transports, stops every reader and waits for them.
