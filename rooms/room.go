@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/base32"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -347,7 +348,9 @@ func (p *Participant) Subscribe(sids []string) error {
 		case t.owner == p:
 			return errorf(protocol.CodeBadMessage, "cannot subscribe to one's own track %s", sid)
 		default:
-			if _, err := p.peer.Subscribe(t.up); err != nil {
+			if _, err := p.peer.Subscribe(t.up); errors.Is(err, sfu.ErrUnpublished) {
+				missing = append(missing, sid)
+			} else if err != nil {
 				return errorf(protocol.CodeInternal, "subscribe %s: %v", sid, err)
 			}
 		}
@@ -494,6 +497,7 @@ func (rm *Room) removeTrack(sid string) {
 		return
 	}
 	delete(rm.tracks, sid)
+	t.up.Retire()
 	subs := make([]*Participant, 0, len(rm.participants))
 	for _, o := range rm.participants {
 		if o != t.owner {

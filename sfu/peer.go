@@ -24,8 +24,11 @@ const (
 // grow the server's memory without bound).
 const maxDataBuffered = 4 << 20
 
-// ErrClosed is returned by the methods of a closed Peer.
-var ErrClosed = errors.New("sfu: peer closed")
+// Errors of Peer methods.
+var (
+	ErrClosed      = errors.New("sfu: peer closed")
+	ErrUnpublished = errors.New("sfu: track was unpublished")
+)
 
 // PeerEvents is what a Peer tells its owner. Methods may be called from
 // Pion's goroutines and must not block for long.
@@ -341,12 +344,15 @@ func (p *Peer) Subscribe(up *UpTrack) (*DownTrack, error) {
 		return s.down, nil
 	}
 	down := NewDownTrack(up)
+	if !up.addDown(down) {
+		return nil, fmt.Errorf("subscribe %s: %w", sid, ErrUnpublished)
+	}
 	sender, err := p.sub.AddTrack(down)
 	if err != nil {
+		up.removeDown(down)
 		return nil, fmt.Errorf("subscribe %s: %w", sid, err)
 	}
 	p.downs[sid] = &subscription{down: down, sender: sender}
-	up.addDown(down)
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()

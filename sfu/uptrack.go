@@ -68,8 +68,9 @@ type UpTrack struct {
 	// down-tracks to map them to their own ids.
 	extURIs map[uint8]string
 
-	downs atomic.Pointer[[]*DownTrack]
-	mu    sync.Mutex // serializes changes to downs
+	downs   atomic.Pointer[[]*DownTrack]
+	mu      sync.Mutex // serializes changes to downs and retired
+	retired bool
 
 	muted       atomic.Bool
 	wasMuted    bool // reader-owned: muted on the previous packet
@@ -122,15 +123,28 @@ func (u *UpTrack) Stats() (packetsIn, bytesIn, packetsOut, bytesOut uint64) {
 	return u.packetsIn.Load(), u.bytesIn.Load(), u.packetsOut.Load(), u.bytesOut.Load()
 }
 
-// addDown adds a subscriber.
-func (u *UpTrack) addDown(d *DownTrack) {
+// Retire marks the track as unpublished: from now on it takes no new
+// subscribers, so a subscription racing with the unpublish cannot
+// resurrect it. Existing ones are removed by their peers.
+func (u *UpTrack) Retire() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	u.retired = true
+}
+
+// addDown adds a subscriber; it reports false for a retired track.
+func (u *UpTrack) addDown(d *DownTrack) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.retired {
+		return false
+	}
 	old := *u.downs.Load()
 	next := make([]*DownTrack, 0, len(old)+1)
 	next = append(next, old...)
 	next = append(next, d)
 	u.downs.Store(&next)
+	return true
 }
 
 // removeDown removes a subscriber; it reports whether it was there.
