@@ -69,7 +69,20 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 		return fmt.Errorf("bots: %s: publish: %w", spec.identity, err)
 	}
 
+	// Sending stops at the end of the run, or when the server ends the
+	// session (bye, a dropped socket).
+	sendCtx, stopSend := context.WithCancel(ctx)
+	defer stopSend()
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-c.Done():
+		case <-sendCtx.Done():
+		}
+		stopSend()
+	}()
 	var sent [2]sendCounts
 	for i, s := range sources {
 		extID := client.ExtensionID(c.Sender(sids[i]).GetParameters().HeaderExtensions, client.URIAbsCaptureTime)
@@ -83,7 +96,7 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sent[i] = sendClip(ctx, s.clip, s.track, extID, first, seq, ts, e.progress)
+			sent[i] = sendClip(sendCtx, s.clip, s.track, extID, first, seq, ts, e.progress)
 		}()
 	}
 	wg.Wait()

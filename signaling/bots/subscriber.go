@@ -55,7 +55,10 @@ func runSubscriber(ctx context.Context, e *env, spec botSpec, token string, res 
 	res.joined = true
 	res.joinTime = time.Since(dialStart)
 	e.progress.joined.Add(1)
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-c.Done(): // the server ended the session
+	}
 	leave(ctx, c) // returns once every track reader has returned
 	return nil
 }
