@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/huddle-rtc/huddle/rooms/doc"
 	"github.com/huddle-rtc/huddle/sfu"
 	"github.com/huddle-rtc/huddle/signaling/protocol"
 	"github.com/pion/webrtc/v4"
@@ -38,6 +39,8 @@ type Config struct {
 	MaxDataMessage  int // bytes; 0 means 16 KiB
 	ICEServers      []protocol.ICEServer
 	Version         string
+	// Docs keeps the rooms' documents; nil means an in-memory store.
+	Docs doc.Store
 }
 
 // Registry holds the rooms of this node.
@@ -61,6 +64,9 @@ func NewRegistry(cfg Config) *Registry {
 	if cfg.MaxDataMessage == 0 {
 		cfg.MaxDataMessage = 16 << 10
 	}
+	if cfg.Docs == nil {
+		cfg.Docs = doc.NewMemStore()
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -76,6 +82,10 @@ type Room struct {
 	mu           sync.Mutex
 	participants map[string]*Participant // by SID
 	tracks       map[string]*track       // by SID
+
+	docMu sync.Mutex
+	doc   *doc.Document // opened on first use, closed when the room ends
+	ended bool          // the room was dropped: its document stays closed
 }
 
 type track struct {
@@ -97,6 +107,8 @@ type Participant struct {
 	mu       sync.Mutex
 	left     bool
 	expected map[string]string // publish: cid → track SID, until media arrives
+
+	docState
 }
 
 // JoinRequest is a verified request to enter a room.
@@ -169,7 +181,7 @@ func (r *Registry) Join(req JoinRequest, sink Sink) (*Participant, *protocol.Joi
 		p.grants[g] = true
 	}
 	p.log = r.log.With("room", req.Room, "participant", p.info.SID, "identity", req.Identity)
-	peer, err := sfu.NewPeer(r.cfg.Engine, p.info.SID, p, []sfu.DataChannelSpec{{Label: protocol.ChannelData}})
+	peer, err := sfu.NewPeer(r.cfg.Engine, p.info.SID, p, dataChannels)
 	if err != nil {
 		return nil, nil, &protocol.Error{Code: protocol.CodeInternal, Message: "cannot create transports"}
 	}
@@ -455,6 +467,7 @@ func (p *Participant) Leave(reason string) {
 	rm.broadcastLocked(&protocol.ParticipantLeft{Envelope: protocol.Envelope{Type: protocol.TypeParticipantLeft}, SID: p.info.SID, Identity: p.info.Identity, Reason: reason})
 	empty := len(rm.participants) == 0
 	rm.mu.Unlock()
+	p.stopFollowing()
 	if err := p.peer.Close(); err != nil {
 		p.log.Debug("close transports", "err", err)
 	}
@@ -468,9 +481,15 @@ func (r *Registry) dropIfEmpty(rm *Room) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rm.mu.Lock()
-	defer rm.mu.Unlock()
-	if len(rm.participants) == 0 && r.rooms[rm.name] == rm {
+	drop := len(rm.participants) == 0 && r.rooms[rm.name] == rm
+	if drop {
 		delete(r.rooms, rm.name)
+	}
+	rm.mu.Unlock()
+	if drop {
+		// Under r.mu, so that a new room of the same name cannot open the
+		// document while this one still writes it.
+		rm.closeDoc()
 	}
 }
 
@@ -581,7 +600,15 @@ func (p *Participant) TrackPublished(up *sfu.UpTrack) {
 
 // DataMessage implements sfu.PeerEvents: it relays a data message.
 func (p *Participant) DataMessage(label string, data []byte) {
-	if label != protocol.ChannelData {
+	switch label {
+	case protocol.ChannelDoc:
+		p.docMessage(data)
+		return
+	case protocol.ChannelCursor:
+		p.cursorMessage(data)
+		return
+	case protocol.ChannelData:
+	default:
 		return
 	}
 	reply := func(code, format string, args ...any) {

@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/huddle-rtc/huddle/rooms"
+	"github.com/huddle-rtc/huddle/rooms/doc"
 	"github.com/huddle-rtc/huddle/sfu"
 	"github.com/huddle-rtc/huddle/signaling"
 	"github.com/huddle-rtc/huddle/signaling/auth"
@@ -35,6 +36,7 @@ type serveFlags struct {
 	logJSON   bool
 	logLevel  string
 	maxData   int
+	dataDir   string
 }
 
 func newServeCmd() *cobra.Command {
@@ -68,6 +70,7 @@ on the command line wins over the environment, which wins over the file.`,
 	fl.BoolVar(&f.logJSON, "log-json", false, "log JSON instead of text")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.IntVar(&f.maxData, "max-data-message", 16<<10, "largest data-channel message relayed, in bytes")
+	fl.StringVar(&f.dataDir, "data-dir", "./data", "directory of the rooms' documents (created if missing)")
 	return cmd
 }
 
@@ -169,7 +172,21 @@ func serve(ctx context.Context, f serveFlags) error {
 		return err
 	}
 	defer engine.Close()
-	reg := rooms.NewRegistry(rooms.Config{Engine: engine, Logger: log, MaxDataMessage: f.maxData, Version: version})
+	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	docs, err := doc.OpenBolt(f.dataDir)
+	if err != nil {
+		return fmt.Errorf("open documents in %s: %w", f.dataDir, err)
+	}
+	// Deferred before the shutdown below runs: the rooms close their
+	// documents first.
+	defer func() {
+		if err := docs.Close(); err != nil {
+			log.Warn("close documents", "err", err)
+		}
+	}()
+	reg := rooms.NewRegistry(rooms.Config{Engine: engine, Logger: log, MaxDataMessage: f.maxData, Version: version, Docs: docs})
 	srv := signaling.New(signaling.Config{
 		Registry: reg, Verifier: verifier, Logger: log,
 		Dev: f.dev, DevKey: f.apiKey, DevSecret: f.apiSecret, Web: web.Handler(),

@@ -64,6 +64,10 @@ type Options struct {
 	// OnData is called for every message on the "data" channel, one at a
 	// time, on Pion's goroutine: it must not block.
 	OnData func(protocol.DataMessage)
+	// OnChannel is called, on Pion's goroutine, for every data channel the
+	// server opens other than "data" (for example "doc" and "cursor"); the
+	// caller sets its handlers. Without it those channels are ignored.
+	OnChannel func(*webrtc.DataChannel)
 
 	// EventBuffer is the size of the Events channel (default 256). When it
 	// is full, further events are dropped and counted (DroppedEvents).

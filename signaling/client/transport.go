@@ -281,6 +281,10 @@ func (c *Client) Mids() map[string]string {
 // onDataChannel adopts the server's "data" channel.
 func (c *Client) onDataChannel(dc *webrtc.DataChannel) {
 	if dc.Label() != protocol.ChannelData {
+		if c.opts.OnChannel != nil {
+			c.opts.OnChannel(dc)
+			return
+		}
 		c.log.Debug("client: ignoring data channel", "label", dc.Label())
 		return
 	}

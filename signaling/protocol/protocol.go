@@ -303,6 +303,11 @@ type Bye struct {
 const (
 	// ChannelData relays application messages (reliable, ordered).
 	ChannelData = "data"
+	// ChannelDoc carries the room document's operations (reliable, ordered).
+	ChannelDoc = "doc"
+	// ChannelCursor carries cursors and selections (unordered, no
+	// retransmissions).
+	ChannelCursor = "cursor"
 )
 
 // DataSend is what a client sends on the data channel.
