@@ -318,9 +318,9 @@ func (p *Participant) docMessage(data []byte) {
 		p.docRefuse(in.Seq, err)
 		return
 	}
-	if res.Duplicate && in.Type == "submit" {
-		// Committed before a reconnect: the sender goroutine, which started
-		// after it, will not acknowledge it.
+	if res.Duplicate {
+		// Committed before (typically before a reconnect): the sender
+		// goroutine, which started after it, will not acknowledge it.
 		_ = p.docSend(&DocAck{Type: "ack", Seq: in.Seq, Version: res.Version})
 	}
 }

@@ -309,3 +309,47 @@ func TestDocConcurrentEditsConverge(t *testing.T) {
 		}
 	}
 }
+
+// A stable client id makes a resubmission after a reconnect exactly-once;
+// undo reaches everyone as an op; history lists the versions.
+func TestDocResubmitUndoHistory(t *testing.T) {
+	url, api := docServer(t, doc.NewMemStore())
+	grants := []string{protocol.GrantSubscribe, protocol.GrantEdit}
+	a := joinDoc(t, url, api, "r", "alice", grants...)
+	a.send(map[string]any{"type": "hello", "client": "tab1"})
+	if m := a.next(); typ(m) != "doc_snapshot" {
+		t.Fatalf("hello: got %v", m)
+	}
+	a.send(map[string]any{"type": "submit", "seq": 1, "base": 0, "op": []any{"hi"}})
+	if m := a.next(); typ(m) != "ack" || num(t, m["version"]) != 1 {
+		t.Fatalf("submit: got %v", m)
+	}
+
+	// The same editor in a new session resubmits: acknowledged, not applied.
+	a2 := joinDoc(t, url, api, "r", "alice", grants...)
+	a2.send(map[string]any{"type": "hello", "client": "tab1"})
+	if m := a2.next(); typ(m) != "doc_snapshot" || str(t, m["text"]) != "hi" {
+		t.Fatalf("hello: got %v", m)
+	}
+	a2.send(map[string]any{"type": "submit", "seq": 1, "base": 0, "op": []any{"hi"}})
+	if m := a2.next(); typ(m) != "ack" || num(t, m["seq"]) != 1 || num(t, m["version"]) != 1 {
+		t.Fatalf("resubmit: got %v", m)
+	}
+
+	a2.send(map[string]any{"type": "undo", "seq": 2})
+	m := a2.next()
+	if typ(m) != "op" || num(t, m["version"]) != 2 || str(t, m["action"]) != "undo" {
+		t.Fatalf("undo: got %v", m)
+	}
+	if m := a.next(); typ(m) != "op" || num(t, m["version"]) != 2 {
+		t.Fatalf("undo seen by the other session: got %v", m)
+	}
+
+	a2.send(map[string]any{"type": "history"})
+	m = a2.next()
+	var h rooms.DocHistory
+	b, _ := json.Marshal(m)
+	if err := json.Unmarshal(b, &h); err != nil || h.Type != "history" || len(h.Entries) != 2 || h.Entries[1].Action != doc.ActionUndo || h.Entries[0].Client != "alice/tab1" {
+		t.Fatalf("history: got %s", b)
+	}
+}
