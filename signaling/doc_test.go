@@ -3,10 +3,7 @@ package signaling_test
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"math/rand/v2"
-	"net"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -14,9 +11,6 @@ import (
 
 	"github.com/huddle-rtc/huddle/rooms"
 	"github.com/huddle-rtc/huddle/rooms/doc"
-	"github.com/huddle-rtc/huddle/sfu"
-	"github.com/huddle-rtc/huddle/signaling"
-	"github.com/huddle-rtc/huddle/signaling/auth"
 	"github.com/huddle-rtc/huddle/signaling/client"
 	"github.com/huddle-rtc/huddle/signaling/protocol"
 )
@@ -24,34 +18,8 @@ import (
 // docServer starts an in-process server whose documents live in store.
 func docServer(t *testing.T, store doc.Store) (string, *webrtc.API) {
 	t.Helper()
-	discard := slog.New(slog.DiscardHandler)
-	eng, err := sfu.NewEngine(sfu.Config{
-		IncludeLoopback: true,
-		IPFilter:        func(ip net.IP) bool { return ip.IsLoopback() },
-		Logger:          discard,
-	})
-	if err != nil {
-		t.Fatalf("engine: %v", err)
-	}
-	reg := rooms.NewRegistry(rooms.Config{Engine: eng, Logger: discard, Docs: store, Version: "test"})
-	verifier, err := auth.NewVerifier(map[string]string{auth.DevAPIKey: auth.DevAPISecret}, nil)
-	if err != nil {
-		t.Fatalf("verifier: %v", err)
-	}
-	srv := signaling.New(signaling.Config{Registry: reg, Verifier: verifier, Logger: discard})
-	hs := httptest.NewServer(srv.Handler())
-	api, err := client.NewAPI(client.APIOptions{LoopbackOnly: true})
-	if err != nil {
-		t.Fatalf("api: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		hs.Close()
-		_ = eng.Close()
-	})
-	return hs.URL, api
+	s := startTestServer(t, rooms.Config{Docs: store})
+	return s.url, s.api
 }
 
 // docPeer is a minimal client of the doc protocol: one request in flight,

@@ -38,6 +38,13 @@ type testServer struct {
 
 func newTestServer(t *testing.T, maxData int) *testServer {
 	t.Helper()
+	return startTestServer(t, rooms.Config{MaxDataMessage: maxData})
+}
+
+// startTestServer runs the whole server in process on loopback with cfg
+// (its Engine, Logger and Version are filled in).
+func startTestServer(t *testing.T, cfg rooms.Config) *testServer {
+	t.Helper()
 	discard := slog.New(slog.DiscardHandler)
 	eng, err := sfu.NewEngine(sfu.Config{
 		UDPPort: 0, ICETCP: false, IncludeLoopback: true,
@@ -47,7 +54,8 @@ func newTestServer(t *testing.T, maxData int) *testServer {
 	if err != nil {
 		t.Fatalf("engine: %v", err)
 	}
-	reg := rooms.NewRegistry(rooms.Config{Engine: eng, Logger: discard, MaxDataMessage: maxData, Version: "test"})
+	cfg.Engine, cfg.Logger, cfg.Version = eng, discard, "test"
+	reg := rooms.NewRegistry(cfg)
 	verifier, err := auth.NewVerifier(map[string]string{auth.DevAPIKey: auth.DevAPISecret}, nil)
 	if err != nil {
 		t.Fatalf("verifier: %v", err)
