@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
@@ -61,7 +62,7 @@ type Peer struct {
 	log    *slog.Logger
 
 	sub      *webrtc.PeerConnection
-	channels map[string]*webrtc.DataChannel
+	channels map[string]*dataChannel
 
 	mu             sync.Mutex
 	pub            *webrtc.PeerConnection
@@ -89,7 +90,7 @@ func NewPeer(e *Engine, id string, events PeerEvents, channels []DataChannelSpec
 		id:           id,
 		events:       events,
 		log:          e.log.With("peer", id),
-		channels:     map[string]*webrtc.DataChannel{},
+		channels:     map[string]*dataChannel{},
 		expected:     map[string]TrackInfo{},
 		ups:          map[string]*UpTrack{},
 		downs:        map[string]*subscription{},
@@ -109,8 +110,10 @@ func NewPeer(e *Engine, id string, events PeerEvents, channels []DataChannelSpec
 			return nil, fmt.Errorf("sfu: data channel %q: %w", spec.Label, err)
 		}
 		label := spec.Label
+		ch := &dataChannel{dc: dc, opened: make(chan struct{})}
+		dc.OnOpen(func() { ch.once.Do(func() { close(ch.opened) }) })
 		dc.OnMessage(func(m webrtc.DataChannelMessage) { events.DataMessage(label, m.Data) })
-		p.channels[label] = dc
+		p.channels[label] = ch
 	}
 	return p, nil
 }
@@ -456,14 +459,36 @@ func (p *Peer) SendDataText(label string, msg string) error {
 	return dc.SendText(msg)
 }
 
+// dataChannel is a server-created channel and the moment it opened.
+type dataChannel struct {
+	dc     *webrtc.DataChannel
+	opened chan struct{}
+	once   sync.Once
+}
+
+// openWait bounds how long a send waits for a channel that is still
+// opening. The client may see its end open (and its peers send to it) a
+// moment before Pion marks the server's end open.
+const openWait = time.Second
+
 // writableChannel returns the open data channel label. Messages to a
 // receiver whose channel is backed up are refused, so that one slow
 // receiver cannot grow the server's memory.
 func (p *Peer) writableChannel(label string) (*webrtc.DataChannel, error) {
-	dc := p.channels[label]
-	switch {
-	case dc == nil:
+	ch := p.channels[label]
+	if ch == nil {
 		return nil, fmt.Errorf("no data channel %q", label)
+	}
+	dc := ch.dc
+	if dc.ReadyState() == webrtc.DataChannelStateConnecting {
+		t := time.NewTimer(openWait)
+		select {
+		case <-ch.opened:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	switch {
 	case dc.ReadyState() != webrtc.DataChannelStateOpen:
 		return nil, fmt.Errorf("data channel %q is %s", label, dc.ReadyState())
 	case dc.BufferedAmount() > maxDataBuffered:
@@ -499,5 +524,5 @@ func (p *Peer) Close() error {
 
 // isClosedErr reports whether err means the source is gone for good.
 func isClosedErr(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "closed")
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) || errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "closed")
 }

@@ -1,8 +1,6 @@
 package sfu
 
 import (
-	"errors"
-	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -204,7 +202,7 @@ func (u *UpTrack) run() {
 		buf := u.history.buffer()
 		n, err := u.src.Read(buf)
 		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) || isClosedErr(err) {
+			if isClosedErr(err) {
 				return
 			}
 			continue // a malformed packet: skip it

@@ -430,14 +430,20 @@ func (c *conn) handle(raw []byte) bool {
 		return false
 	}
 	if herr != nil {
-		var pe *protocol.Error
-		if errors.As(herr, &pe) {
-			c.sendError(env.ID, env.Type, pe.Code, "%s", pe.Message)
-		} else {
-			c.sendError(env.ID, env.Type, protocol.CodeInternal, "%v", herr)
-		}
+		c.replyError(env.ID, env.Type, herr)
 	}
 	return true
+}
+
+// replyError sends err as an error message: a *protocol.Error keeps its
+// code, anything else is internal.
+func (c *conn) replyError(id, ref string, err error) {
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		c.sendError(id, ref, pe.Code, "%s", pe.Message)
+		return
+	}
+	c.sendError(id, ref, protocol.CodeInternal, "%v", err)
 }
 
 func knownType(t string) bool {
@@ -486,12 +492,7 @@ func (c *conn) join(m *protocol.Join) {
 		Grants: claims.Grants, AutoSubscribe: auto,
 	}, c)
 	if err != nil {
-		var pe *protocol.Error
-		if errors.As(err, &pe) {
-			c.sendError(m.ID, protocol.TypeJoin, pe.Code, "%s", pe.Message)
-		} else {
-			c.sendError(m.ID, protocol.TypeJoin, protocol.CodeInternal, "%v", err)
-		}
+		c.replyError(m.ID, protocol.TypeJoin, err)
 		return
 	}
 	c.p = p
