@@ -4,6 +4,7 @@
 // client and a little state for tests and for the console.
 
 import { connect, devToken, describeError, fatalJoinError, Source } from './huddle.js';
+import { mountDoc, setupDocPanel } from './editor.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -199,6 +200,7 @@ async function start() {
     return;
   }
   wire(client);
+  window.huddle.doc = mountDoc(client, { toast });
   setState('joined');
   updateControls();
   render();
@@ -531,8 +533,9 @@ $('leave').addEventListener('click', () => leave());
 $('copy-link').addEventListener('click', () => copyLink());
 $('banner-close').addEventListener('click', () => hideBanner());
 $('rejoin').addEventListener('click', () => location.reload());
+setupDocPanel();
 document.addEventListener('keydown', (ev) => {
-  if (ev.target instanceof HTMLInputElement || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  if (ev.target instanceof HTMLInputElement || ev.target instanceof HTMLTextAreaElement || ev.ctrlKey || ev.metaKey || ev.altKey) return;
   if (ev.key === 'm') toggle(local.mic);
   else if (ev.key === 'v') toggle(local.cam);
 });
