@@ -79,11 +79,11 @@ type Document struct {
 	log      logRing // the newest MaxBehind entries
 	clients  map[string]*clientState
 	notes    annotations // comment threads and open suggestions at head
-	pending  []Entry    // applied, not yet handed to the store
-	spare    []Entry    // a reusable buffer for pending
-	snaps    []Snapshot // taken, not yet handed to the store
-	flushing bool       // a store commit is under way
-	waiters  int        // calls waiting for a commit under way
+	pending  []Entry     // applied, not yet handed to the store
+	spare    []Entry     // a reusable buffer for pending
+	snaps    []Snapshot  // taken, not yet handed to the store
+	flushing bool        // a store commit is under way
+	waiters  int         // calls waiting for a commit under way
 	flushed  chan struct{}
 	watched  bool  // flushed was handed out: close it after the next commit
 	err      error // a commit failed; the document must be reopened
