@@ -29,6 +29,13 @@ failed to join or a subscriber received nothing.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			cfg.Progress = cmd.ErrOrStderr()
+			if cmd.Flags().Changed("editors") {
+				for _, name := range []string{"publishers", "subscribers"} {
+					if !cmd.Flags().Changed(name) {
+						_ = cmd.Flags().Set(name, "0")
+					}
+				}
+			}
 			report, err := bots.Run(ctx, cfg)
 			if err != nil {
 				return err
@@ -58,5 +65,7 @@ failed to join or a subscriber received nothing.`,
 	f.StringVar(&cfg.APISecret, "api-secret", auth.DevAPISecret, "secret of --api-key")
 	f.Uint64Var(&cfg.Seed, "seed", 1, "random seed (start offsets in the sample media, start jitter)")
 	f.DurationVar(&cfg.Stagger, "stagger", 20*time.Millisecond, "pause between two bots' starts")
+	f.IntVar(&cfg.Editors, "editors", 0, "editor bots: type into the room's document (then --publishers and --subscribers default to 0)")
+	f.Float64Var(&cfg.EditRate, "edit-rate", 10, "operations per second per editor (cursor moves: 10/s)")
 	return cmd
 }

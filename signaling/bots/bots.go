@@ -38,6 +38,11 @@ type Config struct {
 	// Publishers and Subscribers are how many bots of each kind start.
 	Publishers  int
 	Subscribers int
+	// Editors are bots with grant edit that type into the room's document
+	// (random inserts and deletes, EditRate per second each, default 10)
+	// and move their cursor ten times a second.
+	Editors  int
+	EditRate float64
 	// Duration bounds the whole run, from the first bot's start (default
 	// 10 s).
 	Duration time.Duration
@@ -93,8 +98,11 @@ func (c *Config) setDefaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	if c.Publishers < 0 || c.Subscribers < 0 || c.Publishers+c.Subscribers == 0 {
-		return errors.New("bots: need at least one publisher or subscriber")
+	if c.EditRate <= 0 {
+		c.EditRate = 10
+	}
+	if c.Publishers < 0 || c.Subscribers < 0 || c.Editors < 0 || c.Publishers+c.Subscribers+c.Editors == 0 {
+		return errors.New("bots: need at least one publisher, subscriber or editor")
 	}
 	if c.LoopbackOnly == nil {
 		lo, err := isLoopbackURL(c.URL)
@@ -125,6 +133,7 @@ type role string
 const (
 	rolePublisher  role = "publisher"
 	roleSubscriber role = "subscriber"
+	roleEditor     role = "editor"
 )
 
 // botSpec is one bot to start.
@@ -161,6 +170,7 @@ func plan(cfg *Config) []botSpec {
 	}
 	add(rolePublisher, cfg.Publishers)
 	add(roleSubscriber, cfg.Subscribers)
+	add(roleEditor, cfg.Editors)
 	var at time.Duration
 	for i := range specs {
 		specs[i].start = at
@@ -177,7 +187,11 @@ type env struct {
 	video    *clip // nil when audio only
 	audio    *clip
 	progress *progress
+	barriers map[string]*editBarrier // per room; read-only once the run starts
 }
+
+// barrier returns the editors' barrier of room.
+func (e *env) barrier(room string) *editBarrier { return e.barriers[room] }
 
 // Run starts the bots, lets them run until cfg.Duration has passed since
 // the start (or ctx ends), makes them leave and returns the aggregated
@@ -189,10 +203,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	e := &env{cfg: &cfg, progress: &progress{}}
 	var err error
-	if e.audio, err = loadOpus(AudioClip); err != nil {
-		return nil, err
+	if cfg.Publishers > 0 {
+		if e.audio, err = loadOpus(AudioClip); err != nil {
+			return nil, err
+		}
 	}
-	if !cfg.AudioOnly {
+	if cfg.Publishers > 0 && !cfg.AudioOnly {
 		if e.video, err = loadVP8(cfg.Video); err != nil {
 			return nil, err
 		}
@@ -202,6 +218,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 
 	specs := plan(&cfg)
+	editorsIn := map[string]int{}
+	for _, s := range specs {
+		if s.role == roleEditor {
+			editorsIn[s.room]++
+		}
+	}
+	e.barriers = make(map[string]*editBarrier, len(editorsIn))
+	for room, n := range editorsIn {
+		e.barriers[room] = newEditBarrier(n)
+	}
 	start := time.Now()
 	runCtx, cancel := context.WithDeadline(ctx, start.Add(cfg.Duration))
 	defer cancel()
@@ -222,6 +248,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if runCtx.Err() != nil {
 			results[i] = &botResult{spec: spec, err: errors.New("not started: the run ended first")}
 			e.progress.failed.Add(1)
+			if spec.role == roleEditor {
+				e.barrier(spec.room).arrive(0)
+			}
 			continue
 		}
 		wg.Add(1)
@@ -239,13 +268,19 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 // runBot runs one bot to the end of ctx and returns what it measured.
 func runBot(ctx context.Context, e *env, spec botSpec) *botResult {
 	res := &botResult{spec: spec}
-	if spec.role == roleSubscriber {
+	switch spec.role {
+	case roleSubscriber:
 		res.sub = newSubscriberStats()
+	case roleEditor:
+		res.editor = &editorStats{acks: &histogram{}}
 	}
 	err := func() error {
 		grants := []string{protocol.GrantSubscribe, protocol.GrantData}
-		if spec.role == rolePublisher {
+		switch spec.role {
+		case rolePublisher:
 			grants = []string{protocol.GrantPublish, protocol.GrantData}
+		case roleEditor:
+			grants = []string{protocol.GrantEdit}
 		}
 		token, err := auth.Mint(e.cfg.APIKey, e.cfg.APISecret, auth.Token{
 			Room: spec.room, Identity: spec.identity, Grants: grants,
@@ -254,8 +289,11 @@ func runBot(ctx context.Context, e *env, spec botSpec) *botResult {
 		if err != nil {
 			return err
 		}
-		if spec.role == rolePublisher {
+		switch spec.role {
+		case rolePublisher:
 			return runPublisher(ctx, e, spec, token, res)
+		case roleEditor:
+			return runEditor(ctx, e, spec, token, res)
 		}
 		return runSubscriber(ctx, e, spec, token, res)
 	}()

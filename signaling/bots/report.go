@@ -23,6 +23,9 @@ type botResult struct {
 
 	// Subscribers.
 	sub *subscriberStats
+
+	// Editors.
+	editor *editorStats
 }
 
 // Quantiles are two percentiles of a distribution, in milliseconds.
@@ -71,6 +74,14 @@ type Report struct {
 	// send to subscriber's receive (abs-capture-time).
 	LatencyMS Quantiles `json:"latency_ms"`
 
+	// Editors (only with editors): EditOps counts the edits they made,
+	// EditAckMS the time from a submit to its ack, Converged is true only
+	// if every editor ended with exactly the server's text.
+	Editors   int        `json:"editors,omitempty"`
+	EditOps   uint64     `json:"edit_ops,omitempty"`
+	EditAckMS *Quantiles `json:"edit_ack_ms,omitempty"`
+	Converged *bool      `json:"converged,omitempty"`
+
 	// Errors lists the distinct failures, with how many bots had each.
 	Errors []string `json:"errors,omitempty"`
 }
@@ -84,6 +95,9 @@ func (r *Report) Err() error {
 	}
 	if r.NoMedia > 0 {
 		parts = append(parts, fmt.Sprintf("%d of %d subscribers received nothing", r.NoMedia, r.Subscribers))
+	}
+	if r.Converged != nil && !*r.Converged {
+		parts = append(parts, "the editors' texts did not converge")
 	}
 	if len(parts) == 0 {
 		return nil
@@ -119,6 +133,10 @@ func (r *Report) WriteText(w io.Writer) error {
 	if r.Publishers > 0 {
 		fmt.Fprintf(&b, "  sent         %d packets, %.0f kbit/s\n", r.SentPackets, r.SentKbps)
 	}
+	if r.Editors > 0 {
+		fmt.Fprintf(&b, "  edits        %d by %d editors (%.0f/s); ack p50 %.2f ms, p99 %.2f ms; converged %v\n",
+			r.EditOps, r.Editors, float64(r.EditOps)/max(r.DurationS, 1e-9), r.EditAckMS.P50, r.EditAckMS.P99, *r.Converged)
+	}
 	for _, e := range r.Errors {
 		fmt.Fprintf(&b, "  error        %s\n", e)
 	}
@@ -136,13 +154,17 @@ func aggregate(cfg *Config, results []*botResult, elapsed time.Duration) *Report
 		DurationS:    elapsed.Seconds(),
 	}
 	var joins, firsts, jitters []time.Duration
-	var latency histogram
+	var latency, acks histogram
+	converged := true
 	var sentBytes uint64
 	errCount := map[string]int{}
 	for _, b := range results {
 		if b.err != nil {
 			r.Failed++
 			errCount[fmt.Sprintf("%s %s: %v", b.spec.role, b.spec.room, b.err)]++
+		}
+		if b.editor != nil && !b.editor.converged() {
+			converged = false
 		}
 		if !b.joined {
 			continue
@@ -151,6 +173,10 @@ func aggregate(cfg *Config, results []*botResult, elapsed time.Duration) *Report
 		joins = append(joins, b.joinTime)
 		r.SentPackets += b.sentPackets
 		sentBytes += b.sentBytes
+		if b.editor != nil {
+			r.EditOps += b.editor.ops
+			acks.merge(b.editor.acks)
+		}
 		if b.sub == nil {
 			continue
 		}
@@ -176,6 +202,11 @@ func aggregate(cfg *Config, results []*botResult, elapsed time.Duration) *Report
 	r.FirstMediaMS = quantiles(firsts)
 	r.JitterMS = quantiles(jitters)
 	r.LatencyMS = Quantiles{P50: ms(latency.quantile(0.50)), P99: ms(latency.quantile(0.99))}
+	if cfg.Editors > 0 {
+		r.Editors = cfg.Editors
+		r.EditAckMS = &Quantiles{P50: ms(acks.quantile(0.50)), P99: ms(acks.quantile(0.99))}
+		r.Converged = &converged
+	}
 	if expected := r.RecvPackets + r.LostPackets; expected > 0 {
 		r.LossPct = round(100*float64(r.LostPackets)/float64(expected), 3)
 	}

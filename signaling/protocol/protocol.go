@@ -70,10 +70,11 @@ const (
 	GrantData      = "data"
 	GrantEdit      = "edit"
 	GrantAdmin     = "admin"
+	GrantSuggest   = "suggest" // propose operations and comment, not edit
 )
 
 // AllGrants lists every grant, in a stable order.
-var AllGrants = []string{GrantPublish, GrantSubscribe, GrantData, GrantEdit, GrantAdmin}
+var AllGrants = []string{GrantPublish, GrantSubscribe, GrantData, GrantEdit, GrantAdmin, GrantSuggest}
 
 // Error codes. They are stable: clients may switch on them.
 const (
