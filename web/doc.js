@@ -27,6 +27,26 @@ const ENVELOPE = 256;
 
 const isInsert = (c) => typeof c === 'string';
 
+/** Actions of ops that carry a note and leave the text as it is. */
+const NOTE_ACTIONS = new Set(['comment', 'reply', 'resolve', 'reopen', 'suggest', 'reject']);
+
+/**
+ * moveRange moves a comment's range past op, as the server does: from
+ * with inserts at it going before it, to with inserts going after it, so
+ * text typed at either edge stays outside; a range deleted whole becomes
+ * an orphaned position, moved as one.
+ */
+export function moveRange(from, to, orphaned, op) {
+  if (orphaned) {
+    const p = transformPosition(from, op, LEFT);
+    return [p, p, true];
+  }
+  from = transformPosition(from, op, RIGHT);
+  to = transformPosition(to, op, LEFT);
+  if (from >= to) return [to, to, true];
+  return [from, to, false];
+}
+
 /** A tiny event emitter. */
 class Emitter {
   constructor() {
@@ -142,6 +162,8 @@ export class DocSession extends Emitter {
     this.outstanding = null; // {type, seq, base, op?, version?} in flight
     this.queue = []; // requests not sent yet: {type: 'submit', op} | {type: 'undo'|'redo'} | {type: 'restore', version}
     this.log = []; // the newest committed operations, {version, op}
+    this.threads = []; // comment threads at .version: {id, from, to, quote, resolved, orphaned, comments}
+    this.suggestions = []; // open suggestions at .version: {id, client, name, op, time}
     this.cursors = new Map(); // sid → a relayed cursor, moved to .version when read
     this.phase = 'closed'; // closed, hello, rejoin, resync, live
     this.resync = null; // {committed, dropped} while resyncing
@@ -276,6 +298,7 @@ export class DocSession extends Emitter {
   onFirstSnapshot(s) {
     if (this.phase === 'hello' && this.version < 0) {
       Object.assign(this, { epoch: s.epoch, version: s.version, serverText: s.text, text: s.text, log: [] });
+      this.loadNotes(s);
       this.phase = 'live';
       this.emit('ready', { text: s.text, version: s.version });
       this.flush();
@@ -312,7 +335,7 @@ export class DocSession extends Emitter {
       r.committed = true;
       if (m.version <= this.version || (o.type === 'submit' && m.version <= this.version + 1)) this.stats.committedBefore++;
     }
-    else if (m.type === 'op' && m.client === this.me && m.action !== 'edit' && o.type !== 'submit') r.committed = true;
+    else if (m.type === 'op' && this.isMine(m)) r.committed = true;
     else if (m.type === 'doc_error' && m.seq === o.seq) {
       if (m.code === 'too_far_behind') r.committed = (m.last_seq ?? 0) >= o.seq;
       else r.dropped = true;
@@ -382,6 +405,7 @@ export class DocSession extends Emitter {
       if (op.some((c) => typeof c !== 'number' || c < 0)) moved.push({ type: 'submit', op });
     }
     Object.assign(this, { version: s.version, serverText: s.text, outstanding: null, queue: moved, log: [] });
+    this.loadNotes(s);
     this.text = this.localText(moved, s.text);
     this.phase = 'live';
     const op = diff(old, this.text);
@@ -420,8 +444,8 @@ export class DocSession extends Emitter {
     }
     let op = m.op;
     const o = this.outstanding;
-    const mine = o && o.type !== 'submit' && m.client === this.me && m.action !== 'edit';
-    this.commit(m.version, op);
+    const mine = this.isMine(m);
+    this.commit(m.version, op, m);
     if (mine) this.outstanding = null;
     if (this.outstanding?.op) [this.outstanding.op, op] = transform(this.outstanding.op, op, RIGHT);
     for (const q of this.queue) if (q.op) [q.op, op] = transform(q.op, op, RIGHT);
@@ -431,12 +455,149 @@ export class DocSession extends Emitter {
     else this.save();
   }
 
-  // commit records version v whose server form is op.
-  commit(v, op) {
+  // isMine reports whether op message m is the result of our request in
+  // flight (undo, redo, restore, accept), which we did not apply ourselves.
+  isMine(m) {
+    const o = this.outstanding;
+    if (!o || o.type === 'submit' || m.client !== this.me) return false;
+    return m.seq !== undefined ? m.seq === o.seq : m.action === o.type;
+  }
+
+  // commit records version v whose server form is op; m, the op message,
+  // may carry a comment or suggestion note.
+  commit(v, op, m = null) {
     this.serverText = apply(this.serverText, op);
     this.version = v;
     this.log.push({ version: v, op });
     if (this.log.length > LOG_KEEP) this.log.splice(0, this.log.length - LOG_KEEP);
+    const action = m?.action ?? 'edit';
+    if (action === 'accept') this.applyNote(m);
+    if (NOTE_ACTIONS.has(action)) this.applyNote(m);
+    else if (this.moveNotes(op)) this.emit('notes');
+  }
+
+  // --- comments and suggestions (PROTOCOL.md, "Comments and suggestions")
+
+  loadNotes(s) {
+    this.threads = (Array.isArray(s.threads) ? s.threads : []).map((t) => ({ ...t, comments: [...(t.comments ?? [])] }));
+    this.suggestions = (Array.isArray(s.suggestions) ? s.suggestions : []).map((x) => ({ ...x }));
+    this.emit('notes');
+  }
+
+  // moveNotes moves the anchors and suggestions past op, committed after
+  // them; it reports whether a thread became orphaned.
+  moveNotes(op) {
+    let orphaned = false;
+    for (const t of this.threads) {
+      const was = t.orphaned;
+      [t.from, t.to, t.orphaned] = moveRange(t.from, t.to, t.orphaned, op);
+      if (t.orphaned && !was) orphaned = true;
+    }
+    for (const x of this.suggestions) x.op = transform(x.op, op, RIGHT)[0];
+    return orphaned;
+  }
+
+  // applyNote records the effect of a note op (or an accept) m.
+  applyNote(m) {
+    const n = m.note ?? {};
+    const time = n.time ?? 0;
+    const thread = (id) => this.threads.find((t) => t.id === id);
+    switch (m.action) {
+      case 'comment':
+        this.threads.push({
+          id: n.thread ?? m.version, from: n.from, to: n.to, quote: n.quote ?? '', resolved: false, orphaned: n.from >= n.to,
+          comments: [{ client: m.client, name: n.name, text: n.text, time }],
+        });
+        break;
+      case 'reply':
+        thread(n.thread)?.comments.push({ client: m.client, name: n.name, text: n.text, time });
+        break;
+      case 'resolve':
+      case 'reopen': {
+        const t = thread(n.thread);
+        if (t) t.resolved = m.action === 'resolve';
+        break;
+      }
+      case 'suggest':
+        this.suggestions.push({ id: n.suggestion ?? m.version, client: m.client, name: n.name, op: n.op, time });
+        break;
+      case 'accept':
+      case 'reject':
+        this.suggestions = this.suggestions.filter((x) => x.id !== n.suggestion);
+        break;
+      default:
+    }
+    this.emit('notes');
+  }
+
+  /** serverPosition maps a position in .text to the server's version. */
+  serverPosition(pos, side = LEFT) {
+    const p = this.pendingOp();
+    return p ? transformPosition(pos, invert(p, this.serverText), side) : pos;
+  }
+
+  /**
+   * notes returns the threads and open suggestions placed in .text (past
+   * our own pending edits): {threads, suggestions}, suggestion ops on .text.
+   */
+  notes() {
+    const p = this.pendingOp();
+    const threads = this.threads.map((t) => {
+      if (!p) return { ...t };
+      const [from, to, orphaned] = moveRange(t.from, t.to, t.orphaned, p);
+      return { ...t, from, to, orphaned };
+    });
+    const suggestions = this.suggestions.map((x) => (p ? { ...x, op: transform(x.op, p, RIGHT)[0] } : { ...x }));
+    return { threads, suggestions };
+  }
+
+  // sendNote sends a comment or suggestion request, which is not
+  // deduplicated: only when live.
+  sendNote(m) {
+    if (this.phase !== 'live') {
+      this.emit('notice', { code: 'not_connected', message: 'not connected to the document; try again in a moment' });
+      return false;
+    }
+    this.send(m);
+    return true;
+  }
+
+  /** comment opens a thread on from..to (code points in .text). */
+  comment(from, to, text) {
+    const f = this.serverPosition(Math.min(from, to), RIGHT);
+    const t = this.serverPosition(Math.max(from, to), LEFT);
+    if (f >= t) {
+      this.emit('notice', { code: 'out_of_range', message: 'select some saved text to comment on' });
+      return false;
+    }
+    return this.sendNote({ type: 'comment', base: this.version, from: f, to: t, text });
+  }
+
+  reply(thread, text) {
+    return this.sendNote({ type: 'reply', thread, text });
+  }
+
+  resolve(thread, resolved = true) {
+    return this.sendNote({ type: resolved ? 'resolve' : 'reopen', thread });
+  }
+
+  /** suggest proposes op (on .text) without applying it. */
+  suggest(op) {
+    const p = this.pendingOp();
+    let o = op;
+    if (p) o = transform(op, invert(p, this.serverText), RIGHT)[0];
+    if (!o.some((c) => typeof c !== 'number' || c < 0)) return false;
+    return this.sendNote({ type: 'suggest', base: this.version, op: o });
+  }
+
+  /** accept applies a suggestion (a request with a seq, like undo). */
+  accept(suggestion) {
+    this.queue.push({ type: 'accept', suggestion });
+    this.flush();
+  }
+
+  reject(suggestion) {
+    return this.sendNote({ type: 'reject', suggestion });
   }
 
   onError(m) {
@@ -494,6 +655,7 @@ export class DocSession extends Emitter {
     const msg = { type: o.type, seq: o.seq };
     if (o.type === 'submit') Object.assign(msg, { base: o.base, op: o.op });
     if (o.type === 'restore') msg.version = o.version;
+    if (o.type === 'accept') msg.suggestion = o.suggestion;
     return msg;
   }
 

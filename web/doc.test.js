@@ -442,3 +442,57 @@ test('random concurrent editing with delays, reconnects and reloads converges', 
   // The paths this test is for were taken.
   for (const k in stats) assert.ok(stats[k] > 0, `never: ${k} ${JSON.stringify(stats)}`);
 });
+
+test('comments and suggestions move with the text, as the server moves them', () => {
+  const sent = [];
+  const d = new DocSession({ identity: 'ada', send: (m) => sent.push(m) });
+  let notes = 0;
+  d.on('notes', () => notes++);
+  d.open();
+  sent.length = 0;
+  d.receive({
+    type: 'doc_snapshot', epoch: 'E', version: 10, text: 'Hello world',
+    threads: [{ id: 7, from: 6, to: 11, quote: 'world', resolved: false, orphaned: false, comments: [{ client: 'bob/1', name: 'Bob', text: 'Planet?', time: 1 }] }],
+    suggestions: [{ id: 9, client: 'cy/1', name: 'Cy', op: [5, '!', 6], time: 2 }],
+  });
+  assert.ok(notes > 0);
+  // Text typed at either edge of a range stays outside it.
+  d.receive({ type: 'op', version: 11, client: 'bob/1', action: 'edit', op: [6, '>', 5, '<'] });
+  assert.deepEqual([d.threads[0].from, d.threads[0].to], [7, 12]);
+  assert.deepEqual(d.suggestions[0].op, [5, '!', 8]);
+  // A reply, a resolve, a new comment, a new suggestion.
+  d.receive({ type: 'op', version: 12, client: 'cy/1', action: 'reply', op: [13], note: { thread: 7, text: 'Yes', name: 'Cy', time: 3 } });
+  d.receive({ type: 'op', version: 13, client: 'cy/1', action: 'resolve', op: [13], note: { thread: 7, name: 'Cy', time: 4 } });
+  d.receive({ type: 'op', version: 14, client: 'cy/1', action: 'comment', op: [13], note: { thread: 14, from: 0, to: 5, quote: 'Hello', text: 'Hi?', name: 'Cy', time: 5 } });
+  d.receive({ type: 'op', version: 15, client: 'bob/1', action: 'suggest', op: [13], note: { suggestion: 15, op: [-5, 8], name: 'Bob', time: 6 } });
+  assert.deepEqual(d.threads[0].comments.map((c) => c.text), ['Planet?', 'Yes']);
+  assert.equal(d.threads[0].resolved, true);
+  assert.equal(d.threads[1].quote, 'Hello');
+  assert.equal(d.suggestions.length, 2);
+  // Our own edit in flight: threads are shown past it; a comment on our
+  // local text is sent in the server's terms.
+  d.edit(['¡', 13]);
+  sent.length = 0;
+  const { threads } = d.notes();
+  assert.deepEqual([threads[1].from, threads[1].to], [1, 6]);
+  d.comment(1, 6, 'whole word');
+  assert.deepEqual(sent.shift(), { type: 'comment', base: 15, from: 0, to: 5, text: 'whole word' });
+  d.suggest([1, -5, 8]);
+  assert.deepEqual(sent.shift(), { type: 'suggest', base: 15, op: [-5, 8] });
+  d.receive({ type: 'ack', seq: 1, version: 16 });
+  // Deleting a whole range orphans its thread.
+  d.receive({ type: 'op', version: 17, client: 'bob/1', action: 'edit', op: [1, -5, 8] });
+  assert.equal(d.threads[1].orphaned, true);
+  assert.equal(d.threads[1].from, d.threads[1].to);
+  // Accept is a request with a seq; its op comes back carrying it.
+  d.accept(9);
+  assert.deepEqual(sent.shift(), { type: 'accept', seq: 2, suggestion: 9 });
+  assert.equal(d.state, 'awaitingAck');
+  const s9 = d.suggestions.find((x) => x.id === 9).op;
+  d.receive({ type: 'op', version: 18, client: d.me, action: 'accept', op: s9, seq: 2, note: { suggestion: 9, name: 'Ada', time: 7 } });
+  assert.equal(d.state, 'synchronized');
+  assert.equal(d.text, '¡! >world<');
+  assert.deepEqual(d.suggestions.map((x) => x.id), [15]);
+  d.receive({ type: 'op', version: 19, client: 'bob/1', action: 'reject', op: [5], note: { suggestion: 15, name: 'Bob', time: 8 } });
+  assert.equal(d.suggestions.length, 0);
+});
