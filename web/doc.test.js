@@ -493,6 +493,6 @@ test('comments and suggestions move with the text, as the server moves them', ()
   assert.equal(d.state, 'synchronized');
   assert.equal(d.text, '¡! >world<');
   assert.deepEqual(d.suggestions.map((x) => x.id), [15]);
-  d.receive({ type: 'op', version: 19, client: 'bob/1', action: 'reject', op: [5], note: { suggestion: 15, name: 'Bob', time: 8 } });
+  d.receive({ type: 'op', version: 19, client: 'bob/1', action: 'reject', op: [10], note: { suggestion: 15, name: 'Bob', time: 8 } });
   assert.equal(d.suggestions.length, 0);
 });
