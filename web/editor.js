@@ -7,6 +7,7 @@
 
 import { RIGHT, diff, compose, transform, transformPosition, toUTF16, toCodePoints } from './ot.js';
 import { DocSession } from './doc.js';
+import { describe, mountComments } from './comments.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -55,7 +56,9 @@ export function setupDocPanel() {
 export function mountDoc(client, { toast = () => {} } = {}) {
   const ta = $('doc-text');
   const overlay = $('doc-overlay');
-  const canEdit = (client.you?.grants ?? []).includes('edit');
+  const grants = client.you?.grants ?? [];
+  const canEdit = grants.includes('edit');
+  const canSuggest = canEdit || grants.includes('suggest');
   let storage = null;
   try {
     storage = window.sessionStorage;
@@ -367,37 +370,69 @@ export function mountDoc(client, { toast = () => {} } = {}) {
     for (const p of client.participants.values()) names.set(p.sid, p.name || p.identity);
     cursors = cursors.map((c) => ({ ...c, name: names.get(c.sid) || c.name || c.identity }));
     const n = [...text].length;
-    const points = new Set([0, n]);
+    // Ranges to highlight: others' selections, open comment threads, what
+    // suggestions delete; points: others' carets, where suggestions insert.
+    const ranges = [];
+    const marks = [];
     for (const c of cursors) {
-      points.add(c.anchor);
-      points.add(c.head);
+      if (c.anchor !== c.head) ranges.push({ from: Math.min(c.anchor, c.head), to: Math.max(c.anchor, c.head), kind: 'sel', c });
+      marks.push({ at: c.head, kind: 'caret', c });
     }
+    if (!composing && text === session.text) {
+      const { threads, suggestions } = session.notes();
+      for (const t of threads) if (!t.resolved && !t.orphaned) ranges.push({ from: t.from, to: t.to, kind: 'cmt', id: t.id });
+      for (const x of suggestions) {
+        for (const part of describe(x.op, text)) {
+          if (part.kind === 'del') ranges.push({ from: part.at, to: part.at + [...part.text].length, kind: 'del', id: x.id });
+          else marks.push({ at: part.at, kind: 'ins', id: x.id, text: part.text });
+        }
+      }
+    }
+    const points = new Set([0, n]);
+    for (const r of ranges) {
+      points.add(r.from);
+      points.add(r.to);
+    }
+    for (const m of marks) points.add(m.at);
     const sorted = [...points].filter((p) => p >= 0 && p <= n).sort((a, b) => a - b);
     const at16 = new Map(sorted.map((p) => [p, toUTF16(text, p)]));
     const frag = document.createDocumentFragment();
     for (let i = 0; i < sorted.length; i++) {
       const p = sorted[i];
-      for (const c of cursors) {
-        if (c.head !== p) continue;
+      for (const m of marks) {
+        if (m.at !== p) continue;
+        if (m.kind === 'ins') {
+          const ins = document.createElement('span');
+          ins.className = 'ins';
+          ins.dataset.suggestion = String(m.id);
+          frag.append(ins);
+          continue;
+        }
         const caret = document.createElement('span');
         caret.className = 'caret';
-        caret.style.setProperty('--c', c.color);
-        caret.dataset.sid = c.sid;
+        caret.style.setProperty('--c', m.c.color);
+        caret.dataset.sid = m.c.sid;
         const label = document.createElement('span');
         label.className = 'caret-label';
-        label.textContent = c.name;
+        label.textContent = m.c.name;
         caret.append(label);
         frag.append(caret);
       }
       if (i + 1 === sorted.length) break;
       const q = sorted[i + 1];
       const chunk = text.slice(at16.get(p), at16.get(q));
-      const over = cursors.filter((c) => Math.min(c.anchor, c.head) <= p && Math.max(c.anchor, c.head) >= q && c.anchor !== c.head);
+      const over = ranges.filter((r) => r.from <= p && r.to >= q);
       if (over.length) {
         const mark = document.createElement('mark');
-        mark.className = 'sel';
-        mark.style.setProperty('--c', over[over.length - 1].color);
-        mark.dataset.sid = over.map((c) => c.sid).join(' ');
+        const kinds = new Set(over.map((r) => r.kind));
+        mark.className = [...kinds].join(' ');
+        const sel = over.filter((r) => r.kind === 'sel');
+        if (sel.length) {
+          mark.style.setProperty('--c', sel[sel.length - 1].c.color);
+          mark.dataset.sid = sel.map((r) => r.c.sid).join(' ');
+        }
+        const cmt = over.filter((r) => r.kind === 'cmt');
+        if (cmt.length) mark.dataset.thread = cmt.map((r) => r.id).join(' ');
         mark.textContent = chunk;
         frag.append(mark);
       } else {
@@ -453,8 +488,8 @@ export function mountDoc(client, { toast = () => {} } = {}) {
     }
     editorEl.hidden = name !== 'notes';
     historyEl.hidden = name !== 'history';
-    const comments = $('doc-comments');
-    if (comments) comments.hidden = name !== 'comments';
+    $('doc-comments').hidden = name !== 'comments';
+    if (name === 'comments') comments.draw();
     if (name === 'history') session.requestHistory();
     if (name === 'notes') scheduleRender();
   }
@@ -525,6 +560,8 @@ export function mountDoc(client, { toast = () => {} } = {}) {
     }
     list.replaceChildren(...items);
   });
+
+  const comments = mountComments({ session, ta, canEdit, canSuggest, me: () => session.me, toast, showTab, render: scheduleRender });
 
   setStatus();
   return {

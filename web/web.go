@@ -17,7 +17,7 @@ import (
 // The assets. A new page or module is added here; web_test.go checks that
 // every asset in the folder is served. Tests (*.test.js) stay out.
 //
-//go:embed index.html call.html home.js app.js huddle.js ot.js doc.js editor.js style.css favicon.svg
+//go:embed index.html call.html home.js app.js huddle.js ot.js doc.js editor.js comments.js style.css favicon.svg
 var files embed.FS
 
 // contentTypes maps the extensions of the assets to their types, so that
