@@ -156,7 +156,73 @@ func TestNotes(t *testing.T) {
 	for _, tb := range []*tab{tabA, tabB, tabC} {
 		waitFor(t, tb, "the text before the restore, after Ada's undo", 10*time.Second, fmt.Sprintf(`window.huddle.doc.text === %q`, text))
 	}
-	t.Logf("restore and undo reached every tab; total %v", time.Since(start).Round(time.Millisecond))
+	t.Logf("restore and undo reached every tab after %v", time.Since(start).Round(time.Millisecond))
+
+	// Bob comments on "Hello"; Ada sees the range highlighted and the
+	// thread, replies and resolves it; Bob sees both.
+	hello := strings.Index(text, "Hello")
+	selectText(t, tabB, hello, hello+len("Hello"))
+	if _, err := eval[bool](tabB, `(() => {
+		document.querySelector('#doc [data-tab="comments"]').click();
+		const box = document.querySelector('#doc-compose textarea');
+		box.value = 'Who is this for?';
+		box.dispatchEvent(new Event('input'));
+		document.querySelector('#doc-compose [data-act="comment"]').click();
+		return true; })()`); err != nil {
+		t.Fatalf("tab Bob: comment: %v", err)
+	}
+	waitFor(t, tabA, "Bob's comment range highlighted", 10*time.Second, `[...document.querySelectorAll('#doc-overlay mark.cmt')].some(m => m.textContent === 'Hello')`)
+	if _, err := eval[bool](tabA, `(document.querySelector('#doc [data-tab="comments"]').click(), true)`); err != nil {
+		t.Fatalf("tab Ada: comments tab: %v", err)
+	}
+	waitFor(t, tabA, "Bob's thread listed", 10*time.Second, `[...document.querySelectorAll('#doc-comments-list li.thread')].some(li => li.textContent.includes('Who is this for?') && li.textContent.includes('Bob'))`)
+	if _, err := eval[bool](tabA, `(() => {
+		const li = document.querySelector('#doc-comments-list li.thread');
+		li.querySelector('textarea').value = 'For everyone.';
+		[...li.querySelectorAll('button')].find(b => b.textContent === 'Reply').click();
+		return true; })()`); err != nil {
+		t.Fatalf("tab Ada: reply: %v", err)
+	}
+	waitFor(t, tabA, "the reply listed", 10*time.Second, `document.querySelector('#doc-comments-list li.thread')?.textContent.includes('For everyone.')`)
+	if _, err := eval[bool](tabA, `([...document.querySelectorAll('#doc-comments-list li.thread button')].find(b => b.textContent === 'Resolve').click(), true)`); err != nil {
+		t.Fatalf("tab Ada: resolve: %v", err)
+	}
+	waitFor(t, tabB, "the thread replied to and resolved", 10*time.Second,
+		`(() => { const li = document.querySelector('#doc-comments-list li.thread'); return li && li.classList.contains('resolved') && li.querySelectorAll('.comments > li').length === 2; })()`)
+	waitFor(t, tabA, "a resolved thread is no longer highlighted", 10*time.Second, `!document.querySelector('#doc-overlay mark.cmt')`)
+
+	// Bob suggests "second" instead of "first"; Ada accepts it.
+	firstAt := strings.Index(text, "first")
+	selectText(t, tabB, firstAt, firstAt+len("first"))
+	if _, err := eval[bool](tabB, `(() => {
+		const box = document.querySelector('#doc-compose textarea');
+		box.value = 'second';
+		box.dispatchEvent(new Event('input'));
+		document.querySelector('#doc-compose [data-act="suggest"]').click();
+		return true; })()`); err != nil {
+		t.Fatalf("tab Bob: suggest: %v", err)
+	}
+	waitFor(t, tabA, "Bob's suggestion listed", 10*time.Second, `(() => { const li = document.querySelector('#doc-comments-list li.suggestion'); return li && li.querySelector('del')?.textContent === 'first' && li.querySelector('ins')?.textContent === 'second'; })()`)
+	if _, err := eval[bool](tabA, `([...document.querySelectorAll('#doc-comments-list li.suggestion button')].find(b => b.textContent === 'Accept').click(), true)`); err != nil {
+		t.Fatalf("tab Ada: accept: %v", err)
+	}
+	accepted := strings.Replace(text, "first", "second", 1)
+	for _, tb := range []*tab{tabA, tabB, tabC} {
+		waitFor(t, tb, "the accepted suggestion in the text", 10*time.Second, fmt.Sprintf(`window.huddle.doc.text === %q && !document.querySelector('#doc-comments-list li.suggestion')`, accepted))
+	}
+	if dir := os.Getenv("HUDDLE_E2E_SCREENSHOTS"); dir != "" {
+		b.screenshots(t, dir+"/comments")
+	}
+	t.Logf("comment, reply, resolve, suggest and accept reached every tab; total %v", time.Since(start).Round(time.Millisecond))
+}
+
+// selectText selects code points from..to of the notes (ASCII text here).
+func selectText(t *testing.T, tb *tab, from, to int) {
+	t.Helper()
+	js := fmt.Sprintf(`(() => { const ta = document.getElementById('doc-text'); ta.focus(); ta.setSelectionRange(%d, %d); ta.dispatchEvent(new Event('select')); return true; })()`, from, to)
+	if _, err := eval[bool](tb, js); err != nil {
+		t.Fatalf("tab %s: select %d..%d: %v", tb.name, from, to, err)
+	}
 }
 
 func contains(list []string, s string) bool {
