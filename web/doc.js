@@ -229,6 +229,17 @@ export class DocSession extends Emitter {
     }
   }
 
+  /**
+   * fork gives this editor a fresh client id and forgets the pending
+   * requests it loaded: for a duplicated tab, whose session storage (id,
+   * seq, pending edits) is a copy of a tab that is still open and still
+   * owns them. Call it before open().
+   */
+  fork() {
+    Object.assign(this, { clientId: randomId(), seq: 0, epoch: null, version: -1, serverText: '', text: '', outstanding: null, queue: [] });
+    this.save();
+  }
+
   // --- the channel
 
   /** open starts (or restarts, after a reconnect) the session: it says hello. */

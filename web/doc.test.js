@@ -496,3 +496,22 @@ test('comments and suggestions move with the text, as the server moves them', ()
   d.receive({ type: 'op', version: 19, client: 'bob/1', action: 'reject', op: [10], note: { suggestion: 15, name: 'Bob', time: 8 } });
   assert.equal(d.suggestions.length, 0);
 });
+
+test('fork: a duplicated tab takes a fresh id and leaves the pending edits to the original', () => {
+  const storage = memoryStorage();
+  const a = new DocSession({ identity: 'ada', storage, send: () => {} });
+  a.open();
+  a.receive({ type: 'doc_snapshot', epoch: 'E', version: 2, text: 'ab' });
+  a.edit([2, 'c']);
+  const copy = new DocSession({ identity: 'ada', storage, send: () => {} });
+  assert.equal(copy.clientId, a.clientId);
+  assert.equal(copy.state, 'awaitingAck');
+  copy.fork();
+  assert.notEqual(copy.clientId, a.clientId);
+  assert.equal(copy.state, 'synchronized');
+  assert.equal(copy.seq, 0);
+  const sent = [];
+  copy.sendRaw = (m) => sent.push(m);
+  copy.open();
+  assert.deepEqual(sent, [{ type: 'hello', client: copy.clientId }]);
+});

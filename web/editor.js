@@ -17,6 +17,32 @@ const CURSOR_HEARTBEAT = 3000;
 const CURSOR_MIN_GAP = 40;
 
 /**
+ * claimId resolves once session.clientId is known to be this tab's alone:
+ * it asks the other tabs of this origin over a BroadcastChannel, answers
+ * their questions from then on, and forks the session when another tab
+ * already uses the id (a duplicated tab).
+ */
+function claimId(session) {
+  if (typeof BroadcastChannel !== 'function') return Promise.resolve();
+  const bc = new BroadcastChannel('huddle.doc.ids');
+  bc.onmessage = (ev) => {
+    if (ev.data?.type === 'who' && ev.data.id === session.clientId) bc.postMessage({ type: 'mine', id: ev.data.id });
+  };
+  return new Promise((resolve) => {
+    const asked = session.clientId;
+    const taken = (ev) => {
+      if (ev.data?.type === 'mine' && ev.data.id === asked && session.clientId === asked) session.fork();
+    };
+    bc.addEventListener('message', taken);
+    bc.postMessage({ type: 'who', id: asked });
+    setTimeout(() => {
+      bc.removeEventListener('message', taken);
+      resolve();
+    }, 200);
+  });
+}
+
+/**
  * setupDocPanel wires the Notes button that shows and hides the panel
  * (shown at first on wide screens; the choice is remembered).
  */
@@ -78,6 +104,10 @@ export function mountDoc(client, { toast = () => {} } = {}) {
 
   // --- the channels ------------------------------------------------------
 
+  // A duplicated tab starts with a copy of its original's session storage,
+  // so the same editor id: ask the other tabs first, and fork if taken.
+  const claimed = claimId(session);
+
   const attach = (ch) => {
     if (ch.label === 'doc') {
       ch.addEventListener('message', (ev) => {
@@ -89,12 +119,13 @@ export function mountDoc(client, { toast = () => {} } = {}) {
         }
         session.receive(m);
       });
-      ch.addEventListener('open', () => session.open());
+      const open = () => claimed.then(() => ch.readyState === 'open' && session.open());
+      ch.addEventListener('open', open);
       ch.addEventListener('close', () => {
         session.closed();
         setStatus();
       });
-      if (ch.readyState === 'open') session.open();
+      if (ch.readyState === 'open') open();
     } else if (ch.label === 'cursor') {
       ch.addEventListener('message', (ev) => {
         try {
