@@ -190,7 +190,7 @@ async function start() {
   setState('connecting');
   try {
     let token = givenToken;
-    if (!token) token = (await devToken({ room, name: myName })).token;
+    if (!token) token = await devTokenForTab();
     client = await connect({ token, room });
   } catch (err) {
     console.error('huddle: join failed:', err);
@@ -272,6 +272,25 @@ function wire(c) {
       overlay('Connection lost', 'The connection to the server was lost.');
     }
   });
+}
+
+// devTokenForTab gets a dev token whose identity stays the same for this
+// tab across reloads (session storage), so that the shared notes recognise
+// an edit resubmitted after a reload as the same editor's.
+async function devTokenForTab() {
+  let identity;
+  try {
+    identity = sessionStorage.getItem('huddle.identity') || undefined;
+  } catch {
+    identity = undefined;
+  }
+  const t = await devToken({ room, name: myName, identity });
+  try {
+    sessionStorage.setItem('huddle.identity', t.identity);
+  } catch {
+    // not remembered: a reload is a new identity
+  }
+  return t.token;
 }
 
 async function leave() {

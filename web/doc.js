@@ -166,7 +166,9 @@ export class DocSession extends Emitter {
     this.suggestions = []; // open suggestions at .version: {id, client, name, op, time}
     this.cursors = new Map(); // sid → a relayed cursor, moved to .version when read
     this.phase = 'closed'; // closed, hello, rejoin, resync, live
-    this.resync = null; // {committed, dropped} while resyncing
+    this.resync = null; // {committed, dropped, answered} while resyncing
+    this.snapshotVersion = -1; // the version of the last snapshot
+    this.wasReady = false; // 'ready' was emitted
     this.sentAt = 0;
     this.errors = 0; // consecutive refusals of our own edits
     this.clientId = randomId();
@@ -265,7 +267,8 @@ export class DocSession extends Emitter {
    * The owner calls it now and then.
    */
   checkStalled() {
-    if (this.phase === 'live' && this.outstanding && this.now() - this.sentAt > STALL_MS) this.open();
+    const waiting = this.phase === 'live' ? !!this.outstanding : this.phase !== 'closed';
+    if (waiting && this.now() - this.sentAt > STALL_MS) this.open();
   }
 
   /** receive handles one message from the doc channel. */
@@ -311,6 +314,7 @@ export class DocSession extends Emitter {
       Object.assign(this, { epoch: s.epoch, version: s.version, serverText: s.text, text: s.text, log: [] });
       this.loadNotes(s);
       this.phase = 'live';
+      this.wasReady = true;
       this.emit('ready', { text: s.text, version: s.version });
       this.flush();
       return;
@@ -326,14 +330,17 @@ export class DocSession extends Emitter {
       if (pending) this.emit('lost', { text: old, reason: 'the document was re-created; your unsaved text is shown here' });
       return;
     }
+    this.snapshotVersion = s.version;
     if (this.outstanding) {
-      // Send the request in flight again, unchanged, then ask for a snapshot
-      // that includes it if it was (or now is) committed.
+      // Send the request in flight again, unchanged; once it is answered
+      // (committed before, committed now, or refused), ask for a snapshot,
+      // which then includes it if it is committed. (Not both at once: a
+      // hello restarts the stream and may drop the ack of a request the
+      // resubmission commits.)
       this.phase = 'resync';
-      this.resync = { committed: false, dropped: false };
+      this.resync = { committed: false, dropped: false, answered: false };
       this.stats.resubmitted++;
       this.send(this.request(this.outstanding));
-      this.send({ type: 'hello', client: this.clientId });
       return;
     }
     this.rebase(s, this.queue);
@@ -342,18 +349,28 @@ export class DocSession extends Emitter {
   onResyncMessage(m) {
     const o = this.outstanding;
     const r = this.resync;
+    if (r.answered) {
+      if (m.type === 'doc_snapshot') this.finishResync(m);
+      return;
+    }
     if (m.type === 'ack' && m.seq === o.seq) {
       r.committed = true;
-      if (m.version <= this.version || (o.type === 'submit' && m.version <= this.version + 1)) this.stats.committedBefore++;
+      if (m.version <= this.snapshotVersion) this.stats.committedBefore++;
+    } else if (m.type === 'op' && this.isMine(m)) {
+      r.committed = true;
+    } else if (m.type === 'doc_error' && m.seq === o.seq) {
+      if (m.code === 'too_far_behind' && m.snapshot) {
+        r.committed = (m.last_seq ?? 0) >= o.seq;
+        this.finishResync(m.snapshot); // the stream restarts after it
+        return;
+      }
+      r.dropped = true;
+      if (m.code !== 'nothing_to_undo') this.emit('notice', { code: m.code, message: m.message });
+    } else {
+      return; // the stream after the first snapshot: not needed
     }
-    else if (m.type === 'op' && this.isMine(m)) r.committed = true;
-    else if (m.type === 'doc_error' && m.seq === o.seq) {
-      if (m.code === 'too_far_behind') r.committed = (m.last_seq ?? 0) >= o.seq;
-      else r.dropped = true;
-      if (m.code !== 'too_far_behind' && m.code !== 'nothing_to_undo') this.emit('notice', { code: m.code, message: m.message });
-    } else if (m.type === 'doc_snapshot') {
-      this.finishResync(m); // the answer to the hello after the resubmission
-    }
+    r.answered = true;
+    this.send({ type: 'hello', client: this.clientId });
   }
 
   // finishResync ends a resync with snapshot s, which contains the
@@ -419,8 +436,14 @@ export class DocSession extends Emitter {
     this.loadNotes(s);
     this.text = this.localText(moved, s.text);
     this.phase = 'live';
-    const op = diff(old, this.text);
-    if (op.some((c) => typeof c !== 'number' || c < 0)) this.emit('change', { op, origin: 'resync' });
+    if (!this.wasReady) {
+      // The first snapshot of this page (after a reload with pending edits).
+      this.wasReady = true;
+      this.emit('ready', { text: this.text, version: this.version });
+    } else {
+      const op = diff(old, this.text);
+      if (op.some((c) => typeof c !== 'number' || c < 0)) this.emit('change', { op, origin: 'resync' });
+    }
     this.flush();
   }
 

@@ -24,11 +24,25 @@ class FakeServer {
   get head() {
     return this.log.length - 1;
   }
-  // connect opens a session; out(msg) delivers to the client.
-  connect(identity, out) {
-    const s = { identity, id: `SID${this.sessions.size}`, out, following: false };
+  // connect opens a session; out(msg) delivers to the client. later(f),
+  // when given, runs f some time later: the stream of versions goes
+  // through it, as the server's sender goroutine does, so a hello (which
+  // restarts the stream) drops what it had not sent yet.
+  connect(identity, out, later = null) {
+    const s = { identity, id: `SID${this.sessions.size}`, out, following: false, stream: [], later };
     this.sessions.add(s);
     return s;
+  }
+  stream(s, msg) {
+    if (!s.later) {
+      s.out(msg);
+      return;
+    }
+    s.stream.push(msg);
+    const gen = s.stream;
+    s.later(() => {
+      if (s.stream === gen && gen.length) s.out(gen.shift());
+    });
   }
   disconnect(s) {
     this.sessions.delete(s);
@@ -45,8 +59,8 @@ class FakeServer {
     this.marks.set(client, { seq, version: e.version });
     for (const s of this.sessions) {
       if (!s.following) continue;
-      if (e.client === s.id && action === 'edit') s.out({ type: 'ack', seq, version: e.version });
-      else s.out({ type: 'op', version: e.version, client, action, op });
+      if (e.client === s.id && action === 'edit') this.stream(s, { type: 'ack', seq, version: e.version });
+      else this.stream(s, { type: 'op', version: e.version, client, action, op, seq });
     }
     return e;
   }
@@ -54,6 +68,7 @@ class FakeServer {
     if (!this.sessions.has(s)) return;
     if (m.type === 'hello') {
       s.id = `${s.identity}/${m.client}`;
+      s.stream = []; // the old stream stops; what it had not sent is gone
       s.out(this.snapshot());
       s.following = true;
       return;
@@ -71,6 +86,7 @@ class FakeServer {
     }
     if (m.type === 'submit') {
       if (m.base < this.head - this.maxBehind) {
+        s.stream = [];
         s.out({ type: 'doc_error', code: 'too_far_behind', message: 'behind', seq: m.seq, last_seq: mark?.seq ?? 0, snapshot: this.snapshot() });
         return;
       }
@@ -195,7 +211,7 @@ class Editor {
   }
   connect() {
     const down = this.net.link((m) => this.doc.receive(m));
-    const session = this.net.server.connect(this.identity, (m) => down.send(m));
+    const session = this.net.server.connect(this.identity, (m) => down.send(m), (f) => this.net.at(1 + this.net.rand(20), f));
     const up = this.net.link((m) => this.net.server.receive(session, m));
     this.conn = { down, up, session };
     this.up = up;
@@ -413,6 +429,7 @@ test('random concurrent editing with delays, reconnects and reloads converges', 
         const del = pos < n && rand(3) === 0 ? 1 + rand(Math.min(4 + (n >> 4), n - pos)) : 0;
         const ins = del && rand(2) ? '' : rand(40) === 0 ? paste : alphabet[rand(alphabet.length)];
         x.doc.edit(edit(n, pos, del, ins));
+        x.typed = (x.typed ?? 0) + codePoints(ins);
         typed++;
       } else if (r < 27 && x.doc.ready) {
         if (rand(2)) x.doc.undo();
@@ -433,6 +450,16 @@ test('random concurrent editing with delays, reconnects and reloads converges', 
       assert.equal(x.doc.state, 'synchronized', `run ${run} ${x.identity}`);
       assert.equal(x.doc.text, server.text, `run ${run} ${x.identity}: text`);
       assert.equal(x.doc.version, server.head, `run ${run} ${x.identity}: version`);
+    }
+    // Nothing typed was committed twice: an editor's committed edits never
+    // insert more than it typed (composing and transforming only lose
+    // inserts that were deleted).
+    for (const x of editors) {
+      const committed = server.log
+        .slice(1)
+        .filter((e) => e.action === 'edit' && e.client.startsWith(`${x.identity}/`))
+        .reduce((n, e) => n + e.op.filter((c) => typeof c === 'string').reduce((m, c) => m + codePoints(c), 0), 0);
+      assert.ok(committed <= (x.typed ?? 0), `run ${run} ${x.identity}: committed ${committed} inserted code points, typed ${x.typed}`);
     }
     const keys = server.log.slice(1).map((e) => `${e.client}#${e.seq}`);
     assert.equal(new Set(keys).size, keys.length, `run ${run}: a request committed twice`);
@@ -514,4 +541,24 @@ test('fork: a duplicated tab takes a fresh id and leaves the pending edits to th
   copy.sendRaw = (m) => sent.push(m);
   copy.open();
   assert.deepEqual(sent, [{ type: 'hello', client: copy.clientId }]);
+});
+
+test('a reload with pending edits is ready once its first snapshot is in', () => {
+  const storage = memoryStorage();
+  const a = new DocSession({ identity: 'ada', storage, send: () => {} });
+  a.open();
+  a.receive({ type: 'doc_snapshot', epoch: 'E', version: 2, text: 'ab' });
+  a.edit([2, 'c']);
+  const sent = [];
+  const b = new DocSession({ identity: 'ada', storage, send: (m) => sent.push(m) });
+  const ready = [];
+  b.on('ready', (r) => ready.push(r.text));
+  b.open();
+  b.receive({ type: 'doc_snapshot', epoch: 'E', version: 3, text: 'Xab' });
+  assert.deepEqual(sent.map((m) => m.type), ['hello', 'submit']);
+  b.receive({ type: 'ack', seq: 1, version: 4 });
+  assert.deepEqual(sent.map((m) => m.type), ['hello', 'submit', 'hello']);
+  b.receive({ type: 'doc_snapshot', epoch: 'E', version: 4, text: 'Xabc' });
+  assert.deepEqual(ready, ['Xabc']);
+  assert.equal(b.state, 'synchronized');
 });

@@ -25,7 +25,7 @@ func TestNotes(t *testing.T) {
 		t.Skip("HUDDLE_BIN is not set: run `make e2e`, which builds the server and runs this test in a loopback-only network namespace")
 	}
 	chrome := findChromium(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	t.Cleanup(cancel)
 	start := time.Now()
 	srv := startServer(ctx, t, bin)
@@ -56,7 +56,7 @@ func TestNotes(t *testing.T) {
 
 	// Ada writes a first line; Bob sees it.
 	typeKeys(t, tabA, "Hello from Ada.\n")
-	waitSame(t, 10*time.Second, tabA, tabB)
+	waitSame(t, 20*time.Second, tabA, tabB)
 	first := docText(t, tabA)
 	firstVersion, err := eval[int](tabA, `window.huddle.doc.version`)
 	if err != nil {
@@ -115,17 +115,17 @@ func TestNotes(t *testing.T) {
 	// Each tab shows the other's caret, labelled with the name, where the
 	// other's caret is; a selection shows as a highlight.
 	for _, p := range []struct{ viewer, other *tab }{{tabA, tabB}, {tabB, tabA}} {
-		waitFor(t, p.viewer, p.other.name+"'s caret label is visible", 10*time.Second, fmt.Sprintf(
+		waitFor(t, p.viewer, p.other.name+"'s caret label is visible", 20*time.Second, fmt.Sprintf(
 			`[...document.querySelectorAll('#doc-overlay .caret-label')].some(l => l.textContent === %q && l.getBoundingClientRect().width > 0)`, p.other.name))
 	}
 	// Bob's caret is just after his text (code points).
 	bobCaret := len([]rune(bobText))
-	waitFor(t, tabA, "Bob's caret at the end of his text", 10*time.Second, fmt.Sprintf(
+	waitFor(t, tabA, "Bob's caret at the end of his text", 20*time.Second, fmt.Sprintf(
 		`window.huddle.doc.cursors().some(c => c.name === 'Bob' && c.head === %d && c.anchor === %d)`, bobCaret, bobCaret))
 	if _, err := eval[bool](tabB, `(() => { const ta = document.getElementById('doc-text'); ta.focus(); ta.setSelectionRange(0, 3); ta.dispatchEvent(new Event('select')); return true; })()`); err != nil {
 		t.Fatalf("tab Bob: select: %v", err)
 	}
-	waitFor(t, tabA, "Bob's selection highlighted", 10*time.Second,
+	waitFor(t, tabA, "Bob's selection highlighted", 20*time.Second,
 		`[...document.querySelectorAll('#doc-overlay mark.sel')].some(m => m.textContent === 'Bob' && getComputedStyle(m).backgroundColor !== 'rgba(0, 0, 0, 0)')`)
 	t.Logf("each tab shows the other's caret and name; Ada sees Bob's selection")
 	if dir := os.Getenv("HUDDLE_E2E_SCREENSHOTS"); dir != "" {
@@ -138,7 +138,7 @@ func TestNotes(t *testing.T) {
 		t.Fatalf("tab Ada: open history: %v", err)
 	}
 	sel := fmt.Sprintf(`#doc-history-list li[data-version="%d"] button.restore`, firstVersion)
-	waitFor(t, tabA, "the history lists the first line's version", 10*time.Second, fmt.Sprintf(`document.querySelector(%q)`, sel))
+	waitFor(t, tabA, "the history lists the first line's version", 20*time.Second, fmt.Sprintf(`document.querySelector(%q)`, sel))
 	authors, err := eval[[]string](tabA, `[...document.querySelectorAll('#doc-history-list li .who strong')].map(e => e.textContent)`)
 	if err != nil || !contains(authors, "You") || !contains(authors, "Bob") {
 		t.Errorf("history authors %v (%v); want You and Bob among them", authors, err)
@@ -147,14 +147,14 @@ func TestNotes(t *testing.T) {
 		t.Fatalf("tab Ada: restore: %v", err)
 	}
 	for _, tb := range []*tab{tabA, tabB, tabC} {
-		waitFor(t, tb, "the restored text", 10*time.Second, fmt.Sprintf(`window.huddle.doc.text === %q && document.getElementById('doc-text').value === %q`, first, first))
+		waitFor(t, tb, "the restored text", 20*time.Second, fmt.Sprintf(`window.huddle.doc.text === %q && document.getElementById('doc-text').value === %q`, first, first))
 	}
-	waitFor(t, tabA, "the history shows the restore", 10*time.Second, `document.querySelector('#doc-history-list li')?.textContent.includes('restored')`)
+	waitFor(t, tabA, "the history shows the restore", 20*time.Second, `document.querySelector('#doc-history-list li')?.textContent.includes('restored')`)
 	if _, err := eval[bool](tabA, `(document.getElementById('doc-undo').click(), true)`); err != nil {
 		t.Fatalf("tab Ada: undo: %v", err)
 	}
 	for _, tb := range []*tab{tabA, tabB, tabC} {
-		waitFor(t, tb, "the text before the restore, after Ada's undo", 10*time.Second, fmt.Sprintf(`window.huddle.doc.text === %q`, text))
+		waitFor(t, tb, "the text before the restore, after Ada's undo", 20*time.Second, fmt.Sprintf(`window.huddle.doc.text === %q`, text))
 	}
 	t.Logf("restore and undo reached every tab after %v", time.Since(start).Round(time.Millisecond))
 
@@ -171,11 +171,11 @@ func TestNotes(t *testing.T) {
 		return true; })()`); err != nil {
 		t.Fatalf("tab Bob: comment: %v", err)
 	}
-	waitFor(t, tabA, "Bob's comment range highlighted", 10*time.Second, `[...document.querySelectorAll('#doc-overlay mark.cmt')].some(m => m.textContent === 'Hello')`)
+	waitFor(t, tabA, "Bob's comment range highlighted", 20*time.Second, `[...document.querySelectorAll('#doc-overlay mark.cmt')].some(m => m.textContent === 'Hello')`)
 	if _, err := eval[bool](tabA, `(document.querySelector('#doc [data-tab="comments"]').click(), true)`); err != nil {
 		t.Fatalf("tab Ada: comments tab: %v", err)
 	}
-	waitFor(t, tabA, "Bob's thread listed", 10*time.Second, `[...document.querySelectorAll('#doc-comments-list li.thread')].some(li => li.textContent.includes('Who is this for?') && li.textContent.includes('Bob'))`)
+	waitFor(t, tabA, "Bob's thread listed", 20*time.Second, `[...document.querySelectorAll('#doc-comments-list li.thread')].some(li => li.textContent.includes('Who is this for?') && li.textContent.includes('Bob'))`)
 	if _, err := eval[bool](tabA, `(() => {
 		const li = document.querySelector('#doc-comments-list li.thread');
 		li.querySelector('textarea').value = 'For everyone.';
@@ -183,13 +183,13 @@ func TestNotes(t *testing.T) {
 		return true; })()`); err != nil {
 		t.Fatalf("tab Ada: reply: %v", err)
 	}
-	waitFor(t, tabA, "the reply listed", 10*time.Second, `document.querySelector('#doc-comments-list li.thread')?.textContent.includes('For everyone.')`)
+	waitFor(t, tabA, "the reply listed", 20*time.Second, `document.querySelector('#doc-comments-list li.thread')?.textContent.includes('For everyone.')`)
 	if _, err := eval[bool](tabA, `([...document.querySelectorAll('#doc-comments-list li.thread button')].find(b => b.textContent === 'Resolve').click(), true)`); err != nil {
 		t.Fatalf("tab Ada: resolve: %v", err)
 	}
-	waitFor(t, tabB, "the thread replied to and resolved", 10*time.Second,
+	waitFor(t, tabB, "the thread replied to and resolved", 20*time.Second,
 		`(() => { const li = document.querySelector('#doc-comments-list li.thread'); return li && li.classList.contains('resolved') && li.querySelectorAll('.comments > li').length === 2; })()`)
-	waitFor(t, tabA, "a resolved thread is no longer highlighted", 10*time.Second, `!document.querySelector('#doc-overlay mark.cmt')`)
+	waitFor(t, tabA, "a resolved thread is no longer highlighted", 20*time.Second, `!document.querySelector('#doc-overlay mark.cmt')`)
 
 	// Bob suggests "second" instead of "first"; Ada accepts it.
 	firstAt := strings.Index(text, "first")
@@ -202,17 +202,48 @@ func TestNotes(t *testing.T) {
 		return true; })()`); err != nil {
 		t.Fatalf("tab Bob: suggest: %v", err)
 	}
-	waitFor(t, tabA, "Bob's suggestion listed", 10*time.Second, `(() => { const li = document.querySelector('#doc-comments-list li.suggestion'); return li && li.querySelector('del')?.textContent === 'first' && li.querySelector('ins')?.textContent === 'second'; })()`)
+	waitFor(t, tabA, "Bob's suggestion listed", 20*time.Second, `(() => { const li = document.querySelector('#doc-comments-list li.suggestion'); return li && li.querySelector('del')?.textContent === 'first' && li.querySelector('ins')?.textContent === 'second'; })()`)
 	if _, err := eval[bool](tabA, `([...document.querySelectorAll('#doc-comments-list li.suggestion button')].find(b => b.textContent === 'Accept').click(), true)`); err != nil {
 		t.Fatalf("tab Ada: accept: %v", err)
 	}
 	accepted := strings.Replace(text, "first", "second", 1)
 	for _, tb := range []*tab{tabA, tabB, tabC} {
-		waitFor(t, tb, "the accepted suggestion in the text", 10*time.Second, fmt.Sprintf(`window.huddle.doc.text === %q && !document.querySelector('#doc-comments-list li.suggestion')`, accepted))
+		waitFor(t, tb, "the accepted suggestion in the text", 20*time.Second, fmt.Sprintf(`window.huddle.doc.text === %q && !document.querySelector('#doc-comments-list li.suggestion')`, accepted))
 	}
 	if dir := os.Getenv("HUDDLE_E2E_SCREENSHOTS"); dir != "" {
 		b.screenshots(t, dir+"/comments")
 	}
+
+	// Bob's page reloads right after an edit, with the edit in flight: the
+	// first time its ack is lost (the page ignores it), the second time the
+	// edit itself never leaves. Kept in session storage, it is resubmitted
+	// with its seq after the reload and lands exactly once.
+	for i, lose := range []string{"s.receive = () => {};", "s.sendRaw = () => {};"} {
+		if _, err := eval[bool](tabB, `(() => {
+			const s = window.huddle.doc.session;
+			`+lose+`
+			s.edit([[...s.text].length, ' (reloaded)']);
+			location.reload();
+			return true; })()`); err != nil && !strings.Contains(err.Error(), "context") {
+			t.Logf("tab Bob: edit and reload %d: %v", i, err)
+		}
+		accepted += " (reloaded)"
+		t.Logf("reload %d: want %q", i, accepted)
+		waitJoined(t, tabB, 60*time.Second)
+		for _, tb := range []*tab{tabA, tabB, tabC} {
+			waitFor(t, tb, "the edit made before the reload, once", 30*time.Second, fmt.Sprintf(`window.huddle.doc?.ready && window.huddle.doc.text === %q`, accepted))
+		}
+		// The reloaded page found the edit in flight and resent it.
+		stats, err := eval[map[string]int](tabB, `window.huddle.doc.session.stats`)
+		if err != nil || stats["resubmitted"] != 1 || (i == 1 && stats["committedBefore"] != 0) {
+			t.Fatalf("tab Bob after reload %d: stats %v (%v); want one resubmission", i, stats, err)
+		}
+		t.Logf("reload %d: the edit in flight was resubmitted (committed before the reload: %v)", i, stats["committedBefore"] > 0)
+	}
+	if got := waitSame(t, 20*time.Second, tabA, tabB, tabC); got != accepted {
+		t.Fatalf("after the reloads the text is %q; want %q", got, accepted)
+	}
+	t.Logf("edits made just before two reloads landed exactly once")
 	t.Logf("comment, reply, resolve, suggest and accept reached every tab; total %v", time.Since(start).Round(time.Millisecond))
 }
 
@@ -251,7 +282,7 @@ func typeKeys(t *testing.T, tb *tab, keys string) {
 // moveCaret focuses the notes and presses Ctrl+key (Home or End).
 func moveCaret(t *testing.T, tb *tab, key string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(tb.ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(tb.ctx, 20*time.Second)
 	defer cancel()
 	err := chromedp.Do(ctx,
 		chromedp.Focus(chromedp.ID("doc-text")),
