@@ -165,7 +165,9 @@ export function mountDoc(client, { toast = () => {} } = {}) {
   // A local edit: the difference between what the textarea showed and
   // what it shows now.
   const onLocalInput = () => {
-    if (!session.ready || composing) return;
+    // While reconnecting the session queues edits: only before the first
+    // snapshot is there nothing to edit (the textarea is read-only then).
+    if (!session.wasReady || composing) return;
     const op = diff(shown, ta.value);
     shown = ta.value;
     session.edit(op);
@@ -182,7 +184,7 @@ export function mountDoc(client, { toast = () => {} } = {}) {
   });
   ta.addEventListener('compositionend', () => {
     composing = false;
-    if (!session.ready) return;
+    if (!session.wasReady) return;
     // The composed text is an op on what the textarea showed; remote ops
     // that arrived meanwhile are on the same text: transform the two.
     const local = diff(shown, ta.value);
