@@ -29,7 +29,7 @@ func TestNotes(t *testing.T) {
 	t.Cleanup(cancel)
 	start := time.Now()
 	srv := startServer(ctx, t, bin)
-	b := startBrowser(ctx, t, chrome)
+	b := startBrowserWithoutMedia(ctx, t, chrome)
 	tabA := b.newTab(t, "Ada")
 	tabB := b.newTab(t, "Bob")
 	t.Cleanup(func() {
@@ -48,8 +48,8 @@ func TestNotes(t *testing.T) {
 	open(tabA)
 	open(tabB)
 	for _, tb := range []*tab{tabA, tabB} {
-		waitJoined(t, tb, 20*time.Second)
-		waitFor(t, tb, "the notes are ready and visible", 20*time.Second,
+		waitFor(t, tb, "joined", 60*time.Second, `['joined', 'media'].includes(window.huddle?.state)`)
+		waitFor(t, tb, "the notes are ready and visible", 60*time.Second,
 			`window.huddle.doc?.ready && !document.getElementById('doc').hidden && !document.getElementById('doc-text').readOnly`)
 	}
 	t.Logf("both tabs joined, notes ready after %v", time.Since(start).Round(time.Millisecond))
@@ -106,8 +106,8 @@ func TestNotes(t *testing.T) {
 	// A third tab gets the server's text in its snapshot.
 	tabC := b.newTab(t, "Cy")
 	open(tabC)
-	waitJoined(t, tabC, 20*time.Second)
-	waitFor(t, tabC, "notes ready", 20*time.Second, `window.huddle.doc?.ready`)
+	waitFor(t, tabC, "joined", 60*time.Second, `['joined', 'media'].includes(window.huddle?.state)`)
+	waitFor(t, tabC, "notes ready", 60*time.Second, `window.huddle.doc?.ready`)
 	if got := docText(t, tabC); got != text {
 		t.Fatalf("the server's text (a new tab's snapshot) is %q; the editors have %q", got, text)
 	}
@@ -229,7 +229,7 @@ func TestNotes(t *testing.T) {
 		}
 		accepted += " (reloaded)"
 		t.Logf("reload %d: want %q", i, accepted)
-		waitJoined(t, tabB, 60*time.Second)
+		waitFor(t, tabB, "joined again", 60*time.Second, `['joined', 'media'].includes(window.huddle?.state)`)
 		for _, tb := range []*tab{tabA, tabB, tabC} {
 			waitFor(t, tb, "the edit made before the reload, once", 30*time.Second, fmt.Sprintf(`window.huddle.doc?.ready && window.huddle.doc.text === %q`, accepted))
 		}
@@ -256,6 +256,33 @@ func selectText(t *testing.T, tb *tab, from, to int) {
 	}
 }
 
+// startBrowserWithoutMedia is startBrowser with no camera or microphone:
+// the notes need none, and decoding video would only load the machine.
+// The pages join to watch and listen.
+func startBrowserWithoutMedia(ctx context.Context, t *testing.T, chrome string) *browser {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chrome),
+		chromedp.NoSandbox,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 800),
+		chromedp.Flag("use-fake-ui-for-media-stream", true),
+		chromedp.Flag("allow-loopback-in-peer-connection", true),
+		chromedp.Flag("disable-component-update", true),
+	)
+	actx, stopAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	t.Cleanup(stopAlloc)
+	bctx, stopBrowser := chromedp.NewContext(actx)
+	t.Cleanup(func() {
+		_ = chromedp.Cancel(bctx)
+		stopBrowser()
+	})
+	if err := chromedp.Do(bctx); err != nil {
+		t.Fatalf("start %s: %v", chrome, err)
+	}
+	return &browser{ctx: bctx}
+}
+
 func contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {
@@ -267,7 +294,7 @@ func contains(list []string, s string) bool {
 
 // sendKeys types keys into the notes with real key events.
 func sendKeys(tb *tab, keys string) error {
-	ctx, cancel := context.WithTimeout(tb.ctx, 20*time.Second)
+	ctx, cancel := context.WithTimeout(tb.ctx, time.Minute)
 	defer cancel()
 	return chromedp.Do(ctx, chromedp.SendKeys(chromedp.ID("doc-text"), keys))
 }
