@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/huddle-rtc/huddle/presence"
 	"github.com/huddle-rtc/huddle/rooms"
 	"github.com/huddle-rtc/huddle/signaling/auth"
 	"github.com/huddle-rtc/huddle/signaling/protocol"
@@ -54,6 +55,9 @@ type Config struct {
 	DevSecret string
 	// Web serves the pages at "/" (optional).
 	Web http.Handler
+	// Presence tracks who is here; nil starts an in-process tracker that
+	// Shutdown stops.
+	Presence *presence.Tracker
 }
 
 // Server is the signaling endpoint.
@@ -63,6 +67,9 @@ type Server struct {
 	upgrader websocket.Upgrader
 	metrics  *prometheus.Registry
 	joinLat  prometheus.Histogram
+
+	presence    *presence.Tracker
+	ownPresence bool
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
@@ -91,6 +98,12 @@ func New(cfg Config) *Server {
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 	})
 	s.metrics.MustRegister(s.joinLat, registryCollector{cfg.Registry})
+	s.presence = cfg.Presence
+	if s.presence == nil {
+		// The in-process default cannot fail.
+		s.presence, _ = presence.New(context.Background(), presence.Config{Logger: s.log})
+		s.ownPresence = true
+	}
 	return s
 }
 
@@ -156,6 +169,9 @@ func (s *Server) Shutdown(ctx context.Context) {
 		}
 		s.mu.Unlock()
 		s.wg.Wait()
+		if s.ownPresence {
+			_ = s.presence.Close()
+		}
 		close(done)
 	}()
 	select {
@@ -207,6 +223,7 @@ type conn struct {
 	limiter *rate.Limiter
 	log     *slog.Logger
 	p       *rooms.Participant
+	pres    *connPresence
 }
 
 // Send implements rooms.Sink: it queues msg; a client too slow to keep a
@@ -236,6 +253,7 @@ func (c *conn) run() {
 	if c.p != nil {
 		c.p.Leave("disconnected")
 	}
+	c.closePresence()
 	wg.Wait()
 	_ = c.ws.Close()
 }
@@ -361,6 +379,10 @@ func (c *conn) handle(raw []byte) bool {
 		c.sendError(env.ID, env.Type, protocol.CodeNotJoined, "send join first")
 		return true
 	}
+	if isPresenceType(env.Type) {
+		c.presenceMessage(env, raw)
+		return true
+	}
 	var herr error
 	switch env.Type {
 	case protocol.TypeOffer:
@@ -452,7 +474,7 @@ func knownType(t string) bool {
 		protocol.TypeUnsubscribe, protocol.TypeMute, protocol.TypeUnpublish, protocol.TypeUpdate, protocol.TypeLeave:
 		return true
 	}
-	return false
+	return isPresenceType(t)
 }
 
 func (c *conn) join(m *protocol.Join) {
@@ -501,6 +523,7 @@ func (c *conn) join(m *protocol.Join) {
 	c.Send(joined)
 	_ = c.ws.SetReadDeadline(time.Now().Add(pongTimeout))
 	p.Start()
+	c.openPresence(claims.Identity, claims.Room, p.SID())
 	c.srv.joinLat.Observe(time.Since(start).Seconds())
 	c.log.Info("joined", "participant", p.SID())
 }
