@@ -58,6 +58,11 @@ type Config struct {
 	// Presence tracks who is here; nil starts an in-process tracker that
 	// Shutdown stops.
 	Presence *presence.Tracker
+	// StatsEvery is the period of the stats events (default 2 s; negative
+	// turns them off). EventsHeartbeat is the period of the comment lines
+	// on /events (default 15 s).
+	StatsEvery      time.Duration
+	EventsHeartbeat time.Duration
 }
 
 // Server is the signaling endpoint.
@@ -70,6 +75,7 @@ type Server struct {
 
 	presence    *presence.Tracker
 	ownPresence bool
+	bg          background
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
@@ -104,6 +110,7 @@ func New(cfg Config) *Server {
 		s.presence, _ = presence.New(context.Background(), presence.Config{Logger: s.log})
 		s.ownPresence = true
 	}
+	s.startBackground()
 	return s
 }
 
@@ -120,6 +127,7 @@ func (s *Server) Handler() http.Handler {
 	if s.cfg.Dev {
 		mux.HandleFunc("GET /dev/token", s.serveDevToken)
 	}
+	s.adminRoutes(mux)
 	if s.cfg.Web != nil {
 		mux.Handle("/", s.cfg.Web)
 	}
@@ -141,9 +149,14 @@ func (s *Server) serveDevToken(w http.ResponseWriter, r *http.Request) {
 	if identity == "" {
 		identity = strings.ToLower(strings.ReplaceAll(name, " ", "-")) + "-" + strings.ToLower(newSuffix())
 	}
+	grants := []string{protocol.GrantPublish, protocol.GrantSubscribe, protocol.GrantData, protocol.GrantEdit}
+	if r.URL.Query().Get("admin") == "1" {
+		// For the dashboard: room "*" is every room.
+		grants = append(grants, protocol.GrantAdmin)
+	}
 	tok, err := auth.Mint(s.cfg.DevKey, s.cfg.DevSecret, auth.Token{
 		Room: room, Identity: identity, Name: name, TTL: devTokenTTL,
-		Grants: []string{protocol.GrantPublish, protocol.GrantSubscribe, protocol.GrantData, protocol.GrantEdit},
+		Grants: grants,
 	}, time.Now())
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -169,6 +182,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 		}
 		s.mu.Unlock()
 		s.wg.Wait()
+		s.stopBackground()
 		if s.ownPresence {
 			_ = s.presence.Close()
 		}
