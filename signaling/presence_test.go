@@ -23,6 +23,13 @@ import (
 // (nil: the server's own).
 func startPresenceServer(t *testing.T, tracker *presence.Tracker) (*testServer, *signaling.Server, *rooms.Registry) {
 	t.Helper()
+	return startAdminServer(t, signaling.Config{Presence: tracker}, rooms.Config{})
+}
+
+// startAdminServer runs the server in process with cfg and rcfg (the
+// registry, verifier, engine and loggers are filled in).
+func startAdminServer(t *testing.T, cfg signaling.Config, rcfg rooms.Config) (*testServer, *signaling.Server, *rooms.Registry) {
+	t.Helper()
 	discard := slog.New(slog.DiscardHandler)
 	eng, err := sfu.NewEngine(sfu.Config{
 		UDPPort: 0, IncludeLoopback: true,
@@ -32,12 +39,14 @@ func startPresenceServer(t *testing.T, tracker *presence.Tracker) (*testServer, 
 	if err != nil {
 		t.Fatalf("engine: %v", err)
 	}
-	reg := rooms.NewRegistry(rooms.Config{Engine: eng, Logger: discard, Version: "test"})
+	rcfg.Engine, rcfg.Logger, rcfg.Version = eng, discard, "test"
+	reg := rooms.NewRegistry(rcfg)
 	verifier, err := auth.NewVerifier(map[string]string{auth.DevAPIKey: auth.DevAPISecret}, nil)
 	if err != nil {
 		t.Fatalf("verifier: %v", err)
 	}
-	srv := signaling.New(signaling.Config{Registry: reg, Verifier: verifier, Logger: discard, Presence: tracker})
+	cfg.Registry, cfg.Verifier, cfg.Logger = reg, verifier, discard
+	srv := signaling.New(cfg)
 	hs := httptest.NewServer(srv.Handler())
 	api, err := client.NewAPI(client.APIOptions{LoopbackOnly: true})
 	if err != nil {
