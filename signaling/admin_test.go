@@ -292,7 +292,7 @@ func TestAdminAPI(t *testing.T) {
 	// Statistics: packets flow, bit rates and receiver reports appear.
 	type view struct {
 		rooms.RoomDetail
-		Rates    map[string]struct {
+		Rates map[string]struct {
 			BitrateIn  float64 `json:"bitrate_in"`
 			BitrateOut float64 `json:"bitrate_out"`
 		}
