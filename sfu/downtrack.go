@@ -53,6 +53,7 @@ type DownTrack struct {
 	bytes   atomic.Uint64
 	nacks   atomic.Uint64 // NACKed packets received from the subscriber
 	plis    atomic.Uint64 // PLI/FIR received from the subscriber
+	rr      reception     // from the subscriber's receiver reports
 
 	// reader-owned
 	started      bool

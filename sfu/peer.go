@@ -419,6 +419,8 @@ func (p *Peer) readSubscriberRTCP(d *DownTrack, sender *webrtc.RTPSender) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
 				d.plis.Add(1)
 				d.up.RequestKeyframe()
+			case *rtcp.ReceiverReport:
+				d.rr.note(pk.Reports, d.ssrc(), time.Now())
 			case *rtcp.TransportLayerNack:
 				var r nackRequest
 				r.down = d

@@ -209,6 +209,23 @@ export const msg = {
   ping(id, ts) {
     return { type: 'ping', id, ts };
   },
+  heartbeat() {
+    return { type: 'heartbeat' };
+  },
+  activity(activity) {
+    return { type: 'activity', activity: activity ?? '' };
+  },
+  status(state, text) {
+    const m = { type: 'status' };
+    if (state) m.state = state;
+    if (text) m.text = text;
+    return m;
+  },
+  presence(id, identities) {
+    const m = { type: 'presence', id };
+    if (identities?.length) m.identities = [...identities];
+    return m;
+  },
 };
 
 /**
@@ -466,6 +483,8 @@ export async function devToken({ room, name, identity, base, fetch: fetchFn } = 
 const REQUEST_TIMEOUT = 10000;
 const PING_INTERVAL = 10000;
 const DEAD_AFTER = 30000;
+/** HEARTBEAT_INTERVAL is how often the client tells the server it is present. */
+const HEARTBEAT_INTERVAL = 15000;
 
 /**
  * connect opens a session: a WebSocket to url (default: /ws of the page's
@@ -495,6 +514,7 @@ export async function connect(opts) {
  *   datachannel        RTCDataChannel              any channel the server opens
  *   error              HuddleError                 not tied to a request
  *   rtt                milliseconds                from ping/pong
+ *   presence           person {identity, state, text, activity, rooms, sessions, last_seen}
  *   bye                reason
  */
 export class Client extends Emitter {
@@ -533,6 +553,9 @@ export class Client extends Emitter {
     this._pending = new Map(); // request id → {type, resolve, reject, timer}
     this._lastHeard = 0;
     this._pingTimer = null;
+    this._lastBeat = 0;
+    /** presence of the people this session heard of, a Map by identity. */
+    this.presence = new Map();
 
     // subscribe transport
     this.subscriber = null; // RTCPeerConnection
@@ -706,6 +729,15 @@ export class Client extends Emitter {
         this.emit('error', err);
         break;
       }
+      case 'presence':
+        for (const p of Array.isArray(m.people) ? m.people : []) {
+          const old = this.presence.get(p.identity);
+          if (old && old.version > p.version) continue;
+          this.presence.set(p.identity, p);
+          if (!m.id) this.emit('presence', p);
+        }
+        if (m.id) this._settle(m.id, (p) => p.resolve(m.people ?? []));
+        break;
       case 'bye':
         this.emit('bye', m.reason ?? '');
         if (this.connectionState !== 'leaving') this._setConnection('closed');
@@ -1024,6 +1056,21 @@ export class Client extends Emitter {
     this._send(msg.unsubscribe(sids));
   }
 
+  /** setStatus sets one's status for all one's sessions: state 'busy', 'away' or '' (online), and a text. */
+  setStatus(state, text) {
+    this._send(msg.status(state, text));
+  }
+
+  /** setActivity reports what this session does: 'in_call', 'editing', 'screen_sharing', 'idle' or ''. */
+  setActivity(activity) {
+    this._send(msg.activity(activity));
+  }
+
+  /** queryPresence resolves to the presence of identities (of the room when none are given). */
+  async queryPresence(identities = []) {
+    return this._request(msg.presence(this._id(), identities), 'presence');
+  }
+
   /** ping measures the round trip to the server, in milliseconds. */
   async ping() {
     const ts = Date.now();
@@ -1041,6 +1088,10 @@ export class Client extends Emitter {
         return;
       }
       this._send(msg.ping(this._id(), Date.now()));
+      if (Date.now() - this._lastBeat >= HEARTBEAT_INTERVAL - this.pingInterval / 2) {
+        this._lastBeat = Date.now();
+        this._send(msg.heartbeat());
+      }
     }, this.pingInterval);
   }
 

@@ -37,6 +37,10 @@ type serveFlags struct {
 	logLevel  string
 	maxData   int
 	dataDir   string
+
+	redisURL        string
+	presenceAway    time.Duration
+	presenceOffline time.Duration
 }
 
 func newServeCmd() *cobra.Command {
@@ -71,6 +75,9 @@ on the command line wins over the environment, which wins over the file.`,
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.IntVar(&f.maxData, "max-data-message", 16<<10, "largest data-channel message relayed, in bytes")
 	fl.StringVar(&f.dataDir, "data-dir", "./data", "directory of the rooms' documents (created if missing)")
+	fl.StringVar(&f.redisURL, "redis", "", "Redis URL (redis://host:port/db) shared by the nodes; empty keeps everything in process")
+	fl.DurationVar(&f.presenceAway, "presence-away", 45*time.Second, "a session without heartbeat for this long is away")
+	fl.DurationVar(&f.presenceOffline, "presence-offline", 2*time.Minute, "a session without heartbeat for this long is gone (offline)")
 	return cmd
 }
 
@@ -187,9 +194,15 @@ func serve(ctx context.Context, f serveFlags) error {
 		}
 	}()
 	reg := rooms.NewRegistry(rooms.Config{Engine: engine, Logger: log, MaxDataMessage: f.maxData, Version: version, Docs: docs})
+	tracker, stopPresence, err := startPresence(ctx, f, log)
+	if err != nil {
+		return err
+	}
+	defer stopPresence()
 	srv := signaling.New(signaling.Config{
 		Registry: reg, Verifier: verifier, Logger: log,
 		Dev: f.dev, DevKey: f.apiKey, DevSecret: f.apiSecret, Web: web.Handler(),
+		Presence: tracker,
 	})
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {

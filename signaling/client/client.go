@@ -78,6 +78,9 @@ type Options struct {
 	Header http.Header
 	// Logger gets debug and warning lines; nil discards them.
 	Logger *slog.Logger
+	// HeartbeatInterval is how often the client sends a presence
+	// heartbeat: 0 means every 15 s, a negative value never.
+	HeartbeatInterval time.Duration
 }
 
 // Client is one session in one room. Its methods are safe for concurrent
@@ -121,10 +124,11 @@ type Client struct {
 
 // reply is what the read loop hands to a waiting request.
 type reply struct {
-	joined *protocol.Joined
-	answer *protocol.SessionDescription
-	pong   *protocol.Ping
-	err    error // a *protocol.Error from the server, or a local failure
+	joined   *protocol.Joined
+	answer   *protocol.SessionDescription
+	pong     *protocol.Ping
+	presence *protocol.PresenceUpdate
+	err      error // a *protocol.Error from the server, or a local failure
 }
 
 // Dial connects to the server at rawURL (http(s)://host:port, or a
@@ -196,6 +200,12 @@ func Dial(ctx context.Context, rawURL, token string, opts Options) (*Client, err
 	if r.joined == nil {
 		_ = c.Close()
 		return nil, errors.New("client: join: no joined message")
+	}
+	if every := opts.HeartbeatInterval; every >= 0 {
+		if every == 0 {
+			every = protocol.HeartbeatInterval * time.Second
+		}
+		c.goOwned(func() { c.heartbeatLoop(every) })
 	}
 	return c, nil
 }

@@ -25,6 +25,7 @@ const TypeClientError = "client_error"
 //	track_muted                              *protocol.TrackMuted
 //	error                                    *protocol.Error (one no call was waiting for)
 //	bye                                      *protocol.Bye
+//	presence                                 *protocol.PresenceUpdate (pushed changes)
 //	client_error                             error
 type Event struct {
 	Type    string
@@ -160,6 +161,11 @@ func (c *Client) dispatch(raw []byte) {
 				c.tracks[m.Track] = t
 			}
 			c.mu.Unlock()
+			c.emit(Event{Type: env.Type, Message: m})
+		}
+	case protocol.TypePresence:
+		m := &protocol.PresenceUpdate{}
+		if c.decode(raw, m) && !c.resolve(m.ID, reply{presence: m}) {
 			c.emit(Event{Type: env.Type, Message: m})
 		}
 	default:

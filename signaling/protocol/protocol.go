@@ -337,3 +337,76 @@ func Decode(raw []byte) (Envelope, error) {
 	}
 	return e, nil
 }
+
+// Presence (PROTOCOL.md, "Presence"). Client to server: heartbeat,
+// activity, status, and presence as a query. Server to client: presence,
+// with the people it concerns (a push when someone changes, or the reply to
+// a query, which echoes its id).
+const (
+	TypeHeartbeat = "heartbeat"
+	TypeActivity  = "activity"
+	TypeStatus    = "status"
+	TypePresence  = "presence"
+)
+
+// Presence states and well-known activities.
+const (
+	PresenceOnline  = "online"
+	PresenceBusy    = "busy"
+	PresenceAway    = "away"
+	PresenceOffline = "offline"
+
+	ActivityInCall        = "in_call"
+	ActivityEditing       = "editing"
+	ActivityScreenSharing = "screen_sharing"
+	ActivityIdle          = "idle"
+)
+
+// HeartbeatInterval is how often clients should send heartbeat.
+const HeartbeatInterval = 15 // seconds
+
+// MaxPresenceQuery is the most identities one presence query may name.
+const MaxPresenceQuery = 100
+
+// Activity reports what this session is doing (in_call, editing,
+// screen_sharing, idle, or another short string; empty for nothing).
+type Activity struct {
+	Envelope
+	Activity string `json:"activity"`
+}
+
+// Status sets the person's explicit status for all their sessions: State
+// busy or away is kept while they are active anywhere; empty or online lets
+// their activity decide. Text is a free status text (at most 140
+// characters).
+type Status struct {
+	Envelope
+	State string `json:"state,omitempty"`
+	Text  string `json:"text,omitempty"`
+}
+
+// PresenceQuery asks for the presence of Identities, or, when none are
+// named, of everyone in Room (default: one's own room).
+type PresenceQuery struct {
+	Envelope
+	Identities []string `json:"identities,omitempty"`
+	Room       string   `json:"room,omitempty"`
+}
+
+// Person is one person's merged presence.
+type Person struct {
+	Identity string   `json:"identity"`
+	State    string   `json:"state"` // online, busy, away or offline
+	Text     string   `json:"text,omitempty"`
+	Activity string   `json:"activity,omitempty"`
+	Rooms    []string `json:"rooms,omitempty"`
+	Sessions int      `json:"sessions"`
+	LastSeen int64    `json:"last_seen,omitempty"` // Unix milliseconds
+	Version  uint64   `json:"version"`
+}
+
+// PresenceUpdate carries people's presence from the server.
+type PresenceUpdate struct {
+	Envelope
+	People []Person `json:"people"`
+}
