@@ -41,6 +41,9 @@ type Config struct {
 	Version         string
 	// Docs keeps the rooms' documents; nil means an in-memory store.
 	Docs doc.Store
+	// ICEServersFor, when set, adds servers for one participant to
+	// ICEServers (the embedded TURN server's credential for its identity).
+	ICEServersFor func(identity string) []protocol.ICEServer
 }
 
 // Registry holds the rooms of this node.
@@ -210,6 +213,9 @@ func (r *Registry) Join(req JoinRequest, sink Sink) (*Participant, *protocol.Joi
 		ICEServers:     r.cfg.ICEServers,
 		Server:         protocol.ServerInfo{Version: r.cfg.Version, Protocol: protocol.Version},
 		MaxDataMessage: r.cfg.MaxDataMessage,
+	}
+	if r.cfg.ICEServersFor != nil {
+		joined.ICEServers = append(slices.Clone(r.cfg.ICEServers), r.cfg.ICEServersFor(req.Identity)...)
 	}
 	if joined.ICEServers == nil {
 		joined.ICEServers = []protocol.ICEServer{}
