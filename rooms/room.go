@@ -45,6 +45,9 @@ type Config struct {
 	// Events receives room, participant and track events; nil means a
 	// new bus of events.DefaultCapacity.
 	Events *events.Bus
+	// ICEServersFor, when set, adds servers for one participant to
+	// ICEServers (the embedded TURN server's credential for its identity).
+	ICEServersFor func(identity string) []protocol.ICEServer
 }
 
 // Registry holds the rooms of this node.
@@ -222,6 +225,9 @@ func (r *Registry) Join(req JoinRequest, sink Sink) (*Participant, *protocol.Joi
 		ICEServers:     r.cfg.ICEServers,
 		Server:         protocol.ServerInfo{Version: r.cfg.Version, Protocol: protocol.Version},
 		MaxDataMessage: r.cfg.MaxDataMessage,
+	}
+	if r.cfg.ICEServersFor != nil {
+		joined.ICEServers = append(slices.Clone(r.cfg.ICEServers), r.cfg.ICEServersFor(req.Identity)...)
 	}
 	if joined.ICEServers == nil {
 		joined.ICEServers = []protocol.ICEServer{}

@@ -191,7 +191,8 @@ async function start() {
   try {
     let token = givenToken;
     if (!token) token = (await devToken({ room, name: myName })).token;
-    client = await connect({ token, room });
+    // ?ice=relay connects through the server's TURN relay only (to check TURN).
+    client = await connect({ token, room, iceTransportPolicy: params.get('ice') === 'relay' ? 'relay' : 'all' });
   } catch (err) {
     console.error('huddle: join failed:', err);
     setState('failed', err.code ?? 'error');

@@ -528,6 +528,7 @@ export class Client extends Emitter {
     RTCPeerConnection: PC,
     pingInterval = PING_INTERVAL,
     requestTimeout = REQUEST_TIMEOUT,
+    iceTransportPolicy = 'all',
   } = {}) {
     super();
     if (!token) throw new HuddleError('no_token', 'connect: a token is required');
@@ -543,7 +544,8 @@ export class Client extends Emitter {
 
     this.state = new RoomState();
     this.connectionState = 'new';
-    this.iceServers = [];
+    this.iceServers = []; // from joined: the server's TURN URLs with this participant's credential
+    this.iceTransportPolicy = iceTransportPolicy; // 'relay' connects through TURN only
     this.maxDataMessage = 16384;
     this.server = null;
     this.rtt = null;
@@ -768,7 +770,12 @@ export class Client extends Emitter {
   // Peer connections
 
   _newPeerConnection(transport) {
-    const pc = new this.PC({ iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    const pc = new this.PC({
+      iceServers: this.iceServers,
+      iceTransportPolicy: this.iceTransportPolicy,
+      bundlePolicy: 'max-bundle',
+      rtcpMuxPolicy: 'require',
+    });
     pc.onicecandidate = (ev) => this._onLocalCandidate(transport, ev.candidate);
     pc.onconnectionstatechange = () => {
       this.emit('ice', { transport, state: pc.connectionState });

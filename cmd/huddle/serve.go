@@ -41,6 +41,7 @@ type serveFlags struct {
 	redisURL        string
 	presenceAway    time.Duration
 	presenceOffline time.Duration
+	turn      turnFlags
 }
 
 func newServeCmd() *cobra.Command {
@@ -59,6 +60,7 @@ on the command line wins over the environment, which wins over the file.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			f.turn.portSet = cmd.Flags().Changed("turn-port")
 			return serve(ctx, f)
 		},
 	}
@@ -78,6 +80,7 @@ on the command line wins over the environment, which wins over the file.`,
 	fl.StringVar(&f.redisURL, "redis", "", "Redis URL (redis://host:port/db) shared by the nodes; empty keeps everything in process")
 	fl.DurationVar(&f.presenceAway, "presence-away", 45*time.Second, "a session without heartbeat for this long is away")
 	fl.DurationVar(&f.presenceOffline, "presence-offline", 2*time.Minute, "a session without heartbeat for this long is gone (offline)")
+	addTurnFlags(fl, &f.turn, false)
 	return cmd
 }
 
@@ -179,6 +182,13 @@ func serve(ctx context.Context, f serveFlags) error {
 		return err
 	}
 	defer engine.Close()
+	turnSrv, err := startEmbeddedTURN(f.turn, f.apiSecret, f.publicIPs, host, f.udpPort, engine.UDPAddrs(), log)
+	if err != nil {
+		return err
+	}
+	if turnSrv != nil {
+		defer turnSrv.Close()
+	}
 	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
@@ -193,7 +203,11 @@ func serve(ctx context.Context, f serveFlags) error {
 			log.Warn("close documents", "err", err)
 		}
 	}()
-	reg := rooms.NewRegistry(rooms.Config{Engine: engine, Logger: log, MaxDataMessage: f.maxData, Version: version, Docs: docs})
+	roomsCfg := rooms.Config{Engine: engine, Logger: log, MaxDataMessage: f.maxData, Version: version, Docs: docs}
+	if turnSrv != nil {
+		roomsCfg.ICEServersFor = iceServersFor(turnSrv)
+	}
+	reg := rooms.NewRegistry(roomsCfg)
 	tracker, stopPresence, err := startPresence(ctx, f, log)
 	if err != nil {
 		return err

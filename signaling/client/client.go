@@ -53,6 +53,9 @@ type Options struct {
 	LoopbackOnly bool
 	// ICEServers replaces the ice_servers of joined when not nil.
 	ICEServers []webrtc.ICEServer
+	// ICETransportPolicy is webrtc.ICETransportPolicyRelay to connect
+	// only through the TURN servers of ice_servers; zero means all.
+	ICETransportPolicy webrtc.ICETransportPolicy
 
 	// OnTrack is called, on its own goroutine, for every track the server
 	// sends. info.SID is the server track SID (from the offer's mids); the

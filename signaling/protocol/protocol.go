@@ -410,3 +410,25 @@ type PresenceUpdate struct {
 	Envelope
 	People []Person `json:"people"`
 }
+
+// Cluster mode (PROTOCOL.md, "Redirects").
+const (
+	// TypeRedirect, server to client, answers a join on a node that does
+	// not serve the room, or moves a joined session (drain, lost lease):
+	// the client connects to URL and joins again with the same token.
+	TypeRedirect = "redirect"
+	// CodeUnavailable refuses a join the cluster cannot place now (no
+	// live node, the shared store unreachable); retry with backoff.
+	CodeUnavailable = "unavailable"
+)
+
+// Redirect sends the client to the node that serves its room.
+type Redirect struct {
+	Envelope
+	// URL is the base URL of the node (http or https; the client derives
+	// its /ws address as from any server URL).
+	URL  string `json:"url"`
+	Room string `json:"room"`
+	// Reason is "placement" (answer to join), "drain" or "moved".
+	Reason string `json:"reason"`
+}
