@@ -41,7 +41,7 @@ type serveFlags struct {
 	redisURL        string
 	presenceAway    time.Duration
 	presenceOffline time.Duration
-	turn      turnFlags
+	turn            turnFlags
 }
 
 func newServeCmd() *cobra.Command {
