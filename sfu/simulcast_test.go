@@ -313,10 +313,10 @@ func TestVP8KeyframeDetection(t *testing.T) {
 		picLen    int
 		tl0Offset int
 	}{
-		{[]byte{0x10, 0x00}, true, true, 0, 0},                   // no X, start, key
-		{[]byte{0x10, 0x01}, false, true, 0, 0},                  // inter
-		{[]byte{0x00, 0x00}, false, true, 0, 0},                  // not the start
-		{[]byte{0x90, 0x80, 0x12, 0x00}, true, true, 1, 0},       // 7-bit picture id
+		{[]byte{0x10, 0x00}, true, true, 0, 0},             // no X, start, key
+		{[]byte{0x10, 0x01}, false, true, 0, 0},            // inter
+		{[]byte{0x00, 0x00}, false, true, 0, 0},            // not the start
+		{[]byte{0x90, 0x80, 0x12, 0x00}, true, true, 1, 0}, // 7-bit picture id
 		{[]byte{0x90, 0xc0, 0x81, 0x02, 0x07, 0x00}, true, true, 2, 4},
 		{[]byte{0x90, 0xc0, 0x81}, false, false, 0, 0}, // truncated
 		{[]byte{}, false, false, 0, 0},
