@@ -348,8 +348,21 @@ func (p *Participant) Candidate(transport string, c *protocol.ICECandidate) erro
 
 // Subscribe subscribes to tracks; unknown ones are reported.
 func (p *Participant) Subscribe(sids []string) error {
+	return p.SubscribeWith(sids, "", nil)
+}
+
+// SubscribeWith subscribes to tracks, or changes existing subscriptions:
+// quality (q, h, f; empty keeps it) is the highest simulcast layer
+// wanted, paused (nil keeps it) stops or resumes video for now.
+func (p *Participant) SubscribeWith(sids []string, quality string, paused *bool) error {
 	if !p.grants[protocol.GrantSubscribe] {
 		return errorf(protocol.CodePermissionDenied, "token has no subscribe grant")
+	}
+	layer := -1
+	if quality != "" {
+		if layer = sfu.LayerByName(quality); layer < 0 {
+			return errorf(protocol.CodeBadMessage, "quality must be q, h or f, not %q", quality)
+		}
 	}
 	var missing []string
 	for _, sid := range sids {
@@ -360,10 +373,17 @@ func (p *Participant) Subscribe(sids []string) error {
 		case t.owner == p:
 			return errorf(protocol.CodeBadMessage, "cannot subscribe to one's own track %s", sid)
 		default:
-			if _, err := p.peer.Subscribe(t.up); errors.Is(err, sfu.ErrUnpublished) {
+			d, err := p.peer.Subscribe(t.up)
+			if errors.Is(err, sfu.ErrUnpublished) {
 				missing = append(missing, sid)
 			} else if err != nil {
 				return errorf(protocol.CodeInternal, "subscribe %s: %v", sid, err)
+			}
+			if d != nil && layer >= 0 {
+				d.SetMaxLayer(layer)
+			}
+			if d != nil && paused != nil && t.info.Kind == protocol.KindVideo {
+				d.SetPaused(*paused)
 			}
 		}
 	}

@@ -76,6 +76,9 @@ type Peer struct {
 	pendingCands   map[string][]webrtc.ICECandidateInit
 	closed         bool
 
+	down downlink
+	quit chan struct{} // closed by Close: stops the allocator
+
 	wg sync.WaitGroup
 }
 
@@ -98,12 +101,14 @@ func NewPeer(e *Engine, id string, events PeerEvents, channels []DataChannelSpec
 		ups:          map[string]*UpTrack{},
 		downs:        map[string]*subscription{},
 		pendingCands: map[string][]webrtc.ICECandidateInit{},
+		quit:         make(chan struct{}),
 	}
 	sub, err := e.subscribeAPI.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		return nil, fmt.Errorf("sfu: subscribe transport: %w", err)
 	}
 	p.sub = sub
+	bwe := e.takeEstimator(sub.ID())
 	p.watch(sub, TransportSubscribe)
 	for _, spec := range channels {
 		ordered := !spec.Unordered
@@ -118,6 +123,11 @@ func NewPeer(e *Engine, id string, events PeerEvents, channels []DataChannelSpec
 		dc.OnMessage(func(m webrtc.DataChannelMessage) { events.DataMessage(label, m.Data) })
 		p.channels[label] = ch
 	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.runAllocator(bwe, p.quit)
+	}()
 	return p, nil
 }
 
@@ -581,6 +591,7 @@ func (p *Peer) Close() error {
 		return nil
 	}
 	p.closed = true
+	close(p.quit)
 	for _, s := range p.downs {
 		s.down.up.removeDown(s.down)
 	}
