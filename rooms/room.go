@@ -83,6 +83,10 @@ type Room struct {
 	participants map[string]*Participant // by SID
 	tracks       map[string]*track       // by SID
 
+	qualityQuit chan struct{} // closed when the room ends: stops its quality reports
+	qualityMu   sync.Mutex
+	latest      map[string]protocol.Quality // by participant SID
+
 	docMu sync.Mutex
 	doc   *doc.Document // opened on first use, closed when the room ends
 	ended bool          // the room was dropped: its document stays closed
@@ -192,6 +196,7 @@ func (r *Registry) Join(req JoinRequest, sink Sink) (*Participant, *protocol.Joi
 	if rm == nil {
 		rm = &Room{name: req.Room, reg: r, participants: map[string]*Participant{}, tracks: map[string]*track{}}
 		r.rooms[req.Room] = rm
+		rm.startQuality()
 	}
 	rm.mu.Lock()
 	r.mu.Unlock()
@@ -507,6 +512,7 @@ func (r *Registry) dropIfEmpty(rm *Room) {
 	}
 	rm.mu.Unlock()
 	if drop {
+		rm.stopQuality()
 		// Under r.mu, so that a new room of the same name cannot open the
 		// document while this one still writes it.
 		rm.closeDoc()

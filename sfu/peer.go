@@ -307,27 +307,22 @@ func (p *Peer) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 		return
 	}
 	info, ok := p.expected[remote.ID()]
-	if ok {
-		delete(p.expected, remote.ID())
-	}
-	p.mu.Unlock()
 	if !ok {
+		p.mu.Unlock()
 		p.log.Warn("track not announced in the offer; ignored", "msid_track", remote.ID(), "kind", remote.Kind())
 		return
 	}
+	delete(p.expected, remote.ID())
 	info.Kind = remote.Kind()
 	info.Codec = remote.Codec()
 	extURIs := map[uint8]string{}
 	for _, e := range recv.GetParameters().HeaderExtensions {
 		extURIs[uint8(e.ID)] = e.URI
 	}
+	// The other layers of a simulcast track may arrive at once: they
+	// find the group under the same lock.
 	up := newUpTrackGroup(info, rid != "", p.pub, extURIs)
 	l := up.addLayer(index, uint32(remote.SSRC()), remoteSource{remote})
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return
-	}
 	p.ups[info.SID] = up
 	if rid != "" {
 		p.layered[remote.ID()] = up
@@ -345,11 +340,22 @@ func (p *Peer) startReaders(l *layer, recv *webrtc.RTPReceiver) {
 		defer p.wg.Done()
 		l.run()
 	}()
+	rid := ""
+	if l.up.simulcast {
+		rid = LayerNames[l.index]
+	}
 	go func() {
 		defer p.wg.Done()
 		// Reading RTCP lets the interceptors see sender reports.
+		buf := make([]byte, 1500)
 		for {
-			if _, _, err := recv.ReadRTCP(); err != nil {
+			var err error
+			if rid != "" {
+				_, _, err = recv.ReadSimulcast(buf, rid)
+			} else {
+				_, _, err = recv.Read(buf)
+			}
+			if err != nil {
 				return
 			}
 		}
@@ -448,6 +454,17 @@ func (p *Peer) Subscribed() []string {
 	out := make([]string, 0, len(p.downs))
 	for sid := range p.downs {
 		out = append(out, sid)
+	}
+	return out
+}
+
+// DownTracks returns this peer's down-tracks.
+func (p *Peer) DownTracks() []*DownTrack {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*DownTrack, 0, len(p.downs))
+	for _, s := range p.downs {
+		out = append(out, s.down)
 	}
 	return out
 }

@@ -58,5 +58,7 @@ failed to join or a subscriber received nothing.`,
 	f.StringVar(&cfg.APISecret, "api-secret", auth.DevAPISecret, "secret of --api-key")
 	f.Uint64Var(&cfg.Seed, "seed", 1, "random seed (start offsets in the sample media, start jitter)")
 	f.DurationVar(&cfg.Stagger, "stagger", 20*time.Millisecond, "pause between two bots' starts")
+	f.BoolVar(&cfg.Simulcast, "simulcast", false, "publishers send three video layers, rids q/h/f (180p, 360p, 720p)")
+	f.StringVar(&cfg.MaxLayer, "max-layer", "", "highest simulcast layer subscribers ask for: q, h or f (default: the server's choice up to f)")
 	return cmd
 }
