@@ -188,7 +188,7 @@ func plan(cfg *Config) []botSpec {
 type env struct {
 	cfg      *Config
 	api      *webrtc.API
-	video    *clip // nil when audio only
+	video    *clip    // nil when audio only
 	layers   [3]*clip // simulcast: q, h, f; nil without
 	audio    *clip
 	timeline *timeline

@@ -10,15 +10,15 @@ import (
 // TimelineEntry is one line of the timeline: what one subscriber received
 // on one video track in one second.
 type TimelineEntry struct {
-	T        float64 `json:"t"` // seconds since the run started
-	Bot      string  `json:"bot"`
-	Track    string  `json:"track"`
-	Layer    string  `json:"layer"` // q, h, f; "" before a keyframe
-	Packets  uint64  `json:"packets"`
-	Lost     uint64  `json:"lost"`
-	EstKbps  int     `json:"est_kbps"` // the server's latest estimate
-	NACKs    uint64  `json:"nacks"`
-	PLIs     uint64  `json:"plis"`
+	T       float64 `json:"t"` // seconds since the run started
+	Bot     string  `json:"bot"`
+	Track   string  `json:"track"`
+	Layer   string  `json:"layer"` // q, h, f; "" before a keyframe
+	Packets uint64  `json:"packets"`
+	Lost    uint64  `json:"lost"`
+	EstKbps int     `json:"est_kbps"` // the server's latest estimate
+	NACKs   uint64  `json:"nacks"`
+	PLIs    uint64  `json:"plis"`
 }
 
 // timeline writes the subscribers' per-second lines to w.
