@@ -156,11 +156,11 @@ func (r *Registry) Detail(name string) (RoomDetail, error) {
 			s.BytesOut += b
 			s.NACKs += nacks
 			s.PLIs += plis
-			if loss, rtt, ok := dt.Reception(); ok {
-				lossSum += loss
+			if rs := dt.ReceiverStats(); !rs.At.IsZero() {
+				lossSum += rs.FractionLost
 				nLoss++
-				if rtt > 0 {
-					rttSum += float64(rtt) / float64(time.Millisecond)
+				if rs.RTT > 0 {
+					rttSum += float64(rs.RTT) / float64(time.Millisecond)
 					nRTT++
 				}
 			}

@@ -95,7 +95,10 @@ type Room struct {
 	participants map[string]*Participant // by SID
 	tracks       map[string]*track       // by SID
 
-	created time.Time
+	created     time.Time
+	qualityQuit chan struct{} // closed when the room ends: stops its quality reports
+	qualityMu   sync.Mutex
+	latest      map[string]protocol.Quality // by participant SID
 
 	docMu sync.Mutex
 	doc   *doc.Document // opened on first use, closed when the room ends
@@ -207,6 +210,7 @@ func (r *Registry) Join(req JoinRequest, sink Sink) (*Participant, *protocol.Joi
 		rm = &Room{name: req.Room, reg: r, participants: map[string]*Participant{}, tracks: map[string]*track{}, created: time.Now()}
 		r.rooms[req.Room] = rm
 		r.emit(events.RoomStarted, req.Room, roomEvent{Room: req.Room})
+		rm.startQuality()
 	}
 	rm.mu.Lock()
 	r.mu.Unlock()
@@ -367,8 +371,21 @@ func (p *Participant) Candidate(transport string, c *protocol.ICECandidate) erro
 
 // Subscribe subscribes to tracks; unknown ones are reported.
 func (p *Participant) Subscribe(sids []string) error {
+	return p.SubscribeWith(sids, "", nil)
+}
+
+// SubscribeWith subscribes to tracks, or changes existing subscriptions:
+// quality (q, h, f; empty keeps it) is the highest simulcast layer
+// wanted, paused (nil keeps it) stops or resumes video for now.
+func (p *Participant) SubscribeWith(sids []string, quality string, paused *bool) error {
 	if !p.grants[protocol.GrantSubscribe] {
 		return errorf(protocol.CodePermissionDenied, "token has no subscribe grant")
+	}
+	layer := -1
+	if quality != "" {
+		if layer = sfu.LayerByName(quality); layer < 0 {
+			return errorf(protocol.CodeBadMessage, "quality must be q, h or f, not %q", quality)
+		}
 	}
 	var missing []string
 	for _, sid := range sids {
@@ -379,10 +396,17 @@ func (p *Participant) Subscribe(sids []string) error {
 		case t.owner == p:
 			return errorf(protocol.CodeBadMessage, "cannot subscribe to one's own track %s", sid)
 		default:
-			if _, err := p.peer.Subscribe(t.up); errors.Is(err, sfu.ErrUnpublished) {
+			d, err := p.peer.Subscribe(t.up)
+			if errors.Is(err, sfu.ErrUnpublished) {
 				missing = append(missing, sid)
 			} else if err != nil {
 				return errorf(protocol.CodeInternal, "subscribe %s: %v", sid, err)
+			}
+			if d != nil && layer >= 0 {
+				d.SetMaxLayer(layer)
+			}
+			if d != nil && paused != nil && t.info.Kind == protocol.KindVideo {
+				d.SetPaused(*paused)
 			}
 		}
 	}
@@ -511,6 +535,7 @@ func (r *Registry) dropIfEmpty(rm *Room) {
 	}
 	rm.mu.Unlock()
 	if drop {
+		rm.stopQuality()
 		// Under r.mu, so that a new room of the same name cannot open the
 		// document while this one still writes it.
 		rm.closeDoc()

@@ -7,55 +7,64 @@ import (
 	"github.com/pion/rtcp"
 )
 
-// reception is what a subscriber's receiver reports say about one
-// down-track: the fraction lost since the previous report and the round
-// trip time. The RTT is taken from the report's LSR and DLSR (RFC 3550
-// §6.4.1): our sender reports carry our wall clock in NTP form, so no send
-// times need to be kept.
-type reception struct {
-	lossQ8  atomic.Uint32 // fraction lost, in 1/256
-	rttUS   atomic.Int64  // microseconds; 0 until a report with LSR came
-	reports atomic.Uint64
+// receiverReport keeps the latest receiver report a subscriber sent for
+// one down-track.
+type receiverReport struct {
+	fractionLost atomic.Uint32 // of 256, since the previous report
+	totalLost    atomic.Uint32
+	jitter       atomic.Uint32 // RTP timestamp units
+	rtt          atomic.Int64  // ns; 0 when unknown
+	at           atomic.Int64  // Unix ns of the latest report
 }
 
-// note records the report block of ssrc, if any, received at now.
-func (r *reception) note(blocks []rtcp.ReceptionReport, ssrc uint32, now time.Time) {
-	for _, b := range blocks {
-		if b.SSRC != ssrc {
-			continue
+// ReceiverStats is what a subscriber's receiver reports say about one
+// down-track.
+type ReceiverStats struct {
+	FractionLost float64       // 0..1, over the latest report's interval
+	TotalLost    uint32        // cumulative
+	Jitter       time.Duration // interarrival jitter
+	RTT          time.Duration // from the report's LSR and DLSR; 0 when unknown
+	At           time.Time     // when the latest report arrived; zero if none
+}
+
+// update records r, received at now. RTT is now minus the send time of
+// the sender report it echoes (LSR) minus the receiver's delay (DLSR).
+func (rr *receiverReport) update(r rtcp.ReceptionReport, now time.Time) {
+	rr.fractionLost.Store(uint32(r.FractionLost))
+	rr.totalLost.Store(r.TotalLost)
+	rr.jitter.Store(r.Jitter)
+	rr.at.Store(now.UnixNano())
+	if r.LastSenderReport != 0 {
+		mid := uint32(ntpTime(now) >> 16)
+		if d := int64(mid - r.LastSenderReport - r.Delay); d > 0 && d < 10*65536 {
+			rr.rtt.Store(d * int64(time.Second) / 65536)
 		}
-		r.lossQ8.Store(uint32(b.FractionLost))
-		r.reports.Add(1)
-		if b.LastSenderReport != 0 {
-			// Middle 32 bits of the NTP time, in 1/65536 s.
-			rtt := int64(ntpMiddle(now)-b.LastSenderReport-b.Delay) * 1_000_000 / 65536
-			if rtt >= 0 && rtt < 60_000_000 {
-				r.rttUS.Store(max(rtt, 1))
-			}
-		}
-		return
 	}
 }
 
-// ntpMiddle returns the middle 32 bits of t as an NTP timestamp.
-func ntpMiddle(t time.Time) uint32 {
-	const ntpEpochOffset = 2208988800 // seconds from 1900 to 1970
-	secs := uint64(t.Unix()) + ntpEpochOffset
-	frac := uint64(t.Nanosecond()) << 32 / 1_000_000_000
-	return uint32(secs<<16 | frac>>16)
+// ntpEpochOffset is the number of seconds from 1900 (NTP) to 1970 (Unix).
+const ntpEpochOffset = 2208988800
+
+// ntpTime returns t as a 64-bit NTP timestamp.
+func ntpTime(t time.Time) uint64 {
+	ns := t.UnixNano()
+	secs := uint64(ns/1e9) + ntpEpochOffset
+	frac := (uint64(ns%1e9) << 32) / 1e9
+	return secs<<32 | frac
 }
 
-// ssrc returns the SSRC the down-track sends with, 0 before negotiation.
-func (d *DownTrack) ssrc() uint32 {
-	if b := d.binding.Load(); b != nil {
-		return b.ssrc
+// ReceiverStats returns the latest receiver report of this down-track.
+func (d *DownTrack) ReceiverStats() ReceiverStats {
+	s := ReceiverStats{
+		FractionLost: float64(d.rr.fractionLost.Load()) / 256,
+		TotalLost:    d.rr.totalLost.Load(),
+		RTT:          time.Duration(d.rr.rtt.Load()),
 	}
-	return 0
-}
-
-// Reception returns the subscriber's last reported loss fraction (0 to 1)
-// and round trip time, and whether any receiver report came yet; rtt is 0
-// until a report answers one of our sender reports.
-func (d *DownTrack) Reception() (loss float64, rtt time.Duration, ok bool) {
-	return float64(d.rr.lossQ8.Load()) / 256, time.Duration(d.rr.rttUS.Load()) * time.Microsecond, d.rr.reports.Load() > 0
+	if c := d.clockRate(); c > 0 {
+		s.Jitter = time.Duration(uint64(d.rr.jitter.Load()) * uint64(time.Second) / uint64(c))
+	}
+	if at := d.rr.at.Load(); at != 0 {
+		s.At = time.Unix(0, at)
+	}
+	return s
 }

@@ -440,7 +440,7 @@ func (c *conn) handle(raw []byte) bool {
 		if len(m.Tracks) == 0 || len(m.Tracks) > 256 {
 			herr = &protocol.Error{Code: protocol.CodeBadMessage, Message: "tracks must list 1 to 256 track SIDs"}
 		} else if env.Type == protocol.TypeSubscribe {
-			herr = c.p.Subscribe(m.Tracks)
+			herr = c.p.SubscribeWith(m.Tracks, m.Quality, m.Paused)
 		} else {
 			herr = c.p.Unsubscribe(m.Tracks)
 		}

@@ -20,6 +20,17 @@ export const PROTOCOL_VERSION = 1;
 export const PUBLISH = 'publish';
 export const SUBSCRIBE = 'subscribe';
 
+/**
+ * SIMULCAST_ENCODINGS are the layers camera video is sent in: rid q (a
+ * quarter of the size), h (half) and f (full), lowest first. The server
+ * forwards each subscriber one of them.
+ */
+export const SIMULCAST_ENCODINGS = Object.freeze([
+  Object.freeze({ rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 }),
+  Object.freeze({ rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 }),
+  Object.freeze({ rid: 'f', maxBitrate: 1_500_000 }),
+]);
+
 /** Track sources, as the protocol names them. */
 export const Source = Object.freeze({
   CAMERA: 'camera',
@@ -185,8 +196,11 @@ export const msg = {
   candidate(transport, candidate) {
     return { type: 'candidate', transport, candidate: candidateInit(candidate) };
   },
-  subscribe(tracks) {
-    return { type: 'subscribe', tracks: [...tracks] };
+  subscribe(tracks, { quality, paused } = {}) {
+    const m = { type: 'subscribe', tracks: [...tracks] };
+    if (quality) m.quality = quality;
+    if (typeof paused === 'boolean') m.paused = paused;
+    return m;
   },
   unsubscribe(tracks) {
     return { type: 'unsubscribe', tracks: [...tracks] };
@@ -515,6 +529,7 @@ export async function connect(opts) {
  *   error              HuddleError                 not tied to a request
  *   rtt                milliseconds                from ping/pong
  *   presence           person {identity, state, text, activity, rooms, sessions, last_seen}
+ *   quality            {participant, score, level, audio, video, stats}  connection quality (stats: own only)
  *   bye                reason
  */
 export class Client extends Emitter {
@@ -529,6 +544,7 @@ export class Client extends Emitter {
     pingInterval = PING_INTERVAL,
     requestTimeout = REQUEST_TIMEOUT,
     iceTransportPolicy = 'all',
+    simulcast = true,
   } = {}) {
     super();
     if (!token) throw new HuddleError('no_token', 'connect: a token is required');
@@ -541,6 +557,8 @@ export class Client extends Emitter {
     this.PC = PC ?? globalThis.RTCPeerConnection;
     this.pingInterval = pingInterval;
     this.requestTimeout = requestTimeout;
+    /** simulcast: camera video is sent as three layers (rids q, h, f). */
+    this.simulcast = simulcast;
 
     this.state = new RoomState();
     this.connectionState = 'new';
@@ -740,6 +758,10 @@ export class Client extends Emitter {
         }
         if (m.id) this._settle(m.id, (p) => p.resolve(m.people ?? []));
         break;
+      case 'quality':
+        // {participant, identity, score, level, audio, video, stats (own only)}
+        this.emit('quality', m);
+        break;
       case 'bye':
         this.emit('bye', m.reason ?? '');
         if (this.connectionState !== 'leaving') this._setConnection('closed');
@@ -920,11 +942,15 @@ export class Client extends Emitter {
     const init = { direction: 'sendonly' };
     if (stream) init.streams = [stream];
     else if (globalThis.MediaStream) init.streams = [new MediaStream([track])];
+    source = source || defaultSource(track.kind);
+    if (this.simulcast && track.kind === 'video' && source === 'camera') {
+      init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
+    }
     this._local.set(track.id, {
       track,
       cid: track.id,
       kind: track.kind,
-      source: source || defaultSource(track.kind),
+      source,
       muted: muted ?? !track.enabled,
       sid: null,
       transceiver: this.publisher.addTransceiver(track, init),
@@ -1053,9 +1079,14 @@ export class Client extends Emitter {
     this._send(msg.update({ name, metadata }));
   }
 
-  /** subscribe asks for tracks (when auto_subscribe is off, or after unsubscribe). */
-  subscribe(sids) {
-    this._send(msg.subscribe(sids));
+  /**
+   * subscribe asks for tracks (when auto_subscribe is off, or after
+   * unsubscribe), or changes subscriptions: quality ('q', 'h', 'f') is the
+   * highest simulcast layer wanted, paused stops or resumes video (a
+   * hidden tile).
+   */
+  subscribe(sids, { quality, paused } = {}) {
+    this._send(msg.subscribe(sids, { quality, paused }));
   }
 
   /** unsubscribe stops receiving tracks. */

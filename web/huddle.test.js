@@ -53,6 +53,7 @@ test('message builders follow PROTOCOL.md', () => {
   assert.deepEqual(msg.leave(), { type: 'leave' });
   assert.deepEqual(msg.ping('7', 5), { type: 'ping', id: '7', ts: 5 });
   assert.deepEqual(msg.subscribe(new Set(['a'])), { type: 'subscribe', tracks: ['a'] });
+  assert.deepEqual(msg.subscribe(['a'], { quality: 'q', paused: false }), { type: 'subscribe', tracks: ['a'], quality: 'q', paused: false });
 });
 
 test('candidates: init objects, and null for the end of candidates', () => {

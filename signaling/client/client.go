@@ -71,6 +71,10 @@ type Options struct {
 	// server opens other than "data" (for example "doc" and "cursor"); the
 	// caller sets its handlers. Without it those channels are ignored.
 	OnChannel func(*webrtc.DataChannel)
+	// OnQuality is called, in the read loop, for every quality message
+	// (the room's and this participant's own, which carries Stats); it
+	// must not block.
+	OnQuality func(*protocol.Quality)
 
 	// EventBuffer is the size of the Events channel (default 256). When it
 	// is full, further events are dropped and counted (DroppedEvents).
@@ -295,6 +299,13 @@ func (c *Client) Err() error {
 // error events.
 func (c *Client) Subscribe(sids ...string) error {
 	return c.send(protocol.Subscription{Envelope: c.envelope(protocol.TypeSubscribe), Tracks: sids})
+}
+
+// SetQuality changes subscriptions to video tracks: quality (q, h, f;
+// empty keeps it) is the highest simulcast layer wanted, paused (nil keeps
+// it) stops or resumes their media.
+func (c *Client) SetQuality(quality string, paused *bool, sids ...string) error {
+	return c.send(protocol.Subscription{Envelope: c.envelope(protocol.TypeSubscribe), Tracks: sids, Quality: quality, Paused: paused})
 }
 
 // Unsubscribe stops tracks.

@@ -23,6 +23,7 @@ const TypeClientError = "client_error"
 //	track_published                          *protocol.TrackPublished
 //	track_unpublished                        *protocol.TrackUnpublished
 //	track_muted                              *protocol.TrackMuted
+//	quality                                  *protocol.Quality
 //	error                                    *protocol.Error (one no call was waiting for)
 //	bye                                      *protocol.Bye
 //	presence                                 *protocol.PresenceUpdate (pushed changes)
@@ -166,6 +167,14 @@ func (c *Client) dispatch(raw []byte) {
 	case protocol.TypePresence:
 		m := &protocol.PresenceUpdate{}
 		if c.decode(raw, m) && !c.resolve(m.ID, reply{presence: m}) {
+			c.emit(Event{Type: env.Type, Message: m})
+		}
+	case protocol.TypeQuality:
+		m := &protocol.Quality{}
+		if c.decode(raw, m) {
+			if c.opts.OnQuality != nil {
+				c.opts.OnQuality(m)
+			}
 			c.emit(Event{Type: env.Type, Message: m})
 		}
 	default:

@@ -219,6 +219,12 @@ type Candidate struct {
 type Subscription struct {
 	Envelope
 	Tracks []string `json:"tracks"`
+	// Quality, on subscribe, is the highest simulcast layer wanted: q, h
+	// or f (the default). Subscribing again to a track changes it.
+	Quality string `json:"quality,omitempty"`
+	// Paused, on subscribe, asks for no media of these video tracks for
+	// now (a hidden tile) while keeping the subscription; false resumes.
+	Paused *bool `json:"paused,omitempty"`
 }
 
 // Mute mutes or unmutes one of one's own tracks.
@@ -431,4 +437,64 @@ type Redirect struct {
 	Room string `json:"room"`
 	// Reason is "placement" (answer to join), "drain" or "moved".
 	Reason string `json:"reason"`
+}
+
+// Simulcast qualities (layers), lowest first: the rid each layer is sent
+// with.
+const (
+	QualityLow    = "q"
+	QualityMedium = "h"
+	QualityHigh   = "f"
+)
+
+// TypeQuality is the server's connection quality message.
+const TypeQuality = "quality"
+
+// Connection quality levels, best first.
+const (
+	LevelExcellent = "excellent"
+	LevelGood      = "good"
+	LevelPoor      = "poor"
+	LevelLost      = "lost"
+)
+
+// MediaQuality is the quality of one kind of media of a participant.
+type MediaQuality struct {
+	Score float64 `json:"score"` // 1 to 5, MOS-like
+	Level string  `json:"level"` // excellent, good, poor or lost
+}
+
+// Quality reports a participant's connection quality, to the participant
+// and to the room, about every 2 s and only when it changed.
+type Quality struct {
+	Envelope
+	Participant string        `json:"participant"` // SID
+	Identity    string        `json:"identity"`
+	Score       float64       `json:"score"` // the lower of audio and video
+	Level       string        `json:"level"`
+	Audio       *MediaQuality `json:"audio,omitempty"`
+	Video       *MediaQuality `json:"video,omitempty"`
+	// Stats is only in the copy sent to the participant itself.
+	Stats *ConnectionStats `json:"stats,omitempty"`
+}
+
+// ConnectionStats is what the server measures of one participant's
+// downlink (what it receives).
+type ConnectionStats struct {
+	// EstimateKbps is the server's estimate of the bandwidth towards the
+	// participant (GCC from transport-wide feedback), kbit/s.
+	EstimateKbps int `json:"est_kbps"`
+	// NACKs is how many packets the participant asked to be resent;
+	// PLIs how many keyframes it asked for (PLI and FIR), in all.
+	NACKs uint64 `json:"nacks"`
+	PLIs  uint64 `json:"plis"`
+	// Layers maps each received simulcast video track to the layer it
+	// gets (q, h or f; "" while switching on or paused).
+	Layers map[string]string `json:"layers,omitempty"`
+	// AudioOnly lists video tracks withheld because the estimate is
+	// below the configured floor (tracks without simulcast).
+	AudioOnly []string `json:"audio_only,omitempty"`
+	LossPct   float64  `json:"loss_pct"` // latest receiver reports
+	RTTMs     float64  `json:"rtt_ms"`
+	JitterMs  float64  `json:"jitter_ms"`
 }
