@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -36,12 +38,15 @@ type binding struct {
 }
 
 // DownTrack is one subscriber's copy of an UpTrack. It implements
-// webrtc.TrackLocal. It rewrites SSRC, payload type, sequence number,
-// timestamp and header extension ids so that pausing and resuming (and,
-// later, switching layers) is seamless for the receiver.
+// webrtc.TrackLocal. It forwards exactly one layer of the track and
+// rewrites SSRC, payload type, sequence number, timestamp, header
+// extension ids and (for VP8 simulcast) picture id and TL0PICIDX, so that
+// pausing, resuming and switching layers is seamless for the receiver. A
+// switch happens at a keyframe of the target layer.
 //
-// Every field below "reader-owned" is touched only by the UpTrack's
-// reader goroutine, so the packet path takes no lock.
+// The rewrite state is guarded by mu: without simulcast only the track's
+// one reader takes it (uncontended); with simulcast the readers of two
+// layers may meet there during a switch.
 type DownTrack struct {
 	up       *UpTrack
 	id       string // the track SID
@@ -49,18 +54,42 @@ type DownTrack struct {
 	binding  atomic.Pointer[binding]
 	paused   atomic.Bool
 
-	packets atomic.Uint64
-	bytes   atomic.Uint64
-	nacks   atomic.Uint64 // NACKed packets received from the subscriber
-	plis    atomic.Uint64 // PLI/FIR received from the subscriber
+	// maxLayer is what the subscriber asked for; target is the layer to
+	// receive (-1: none), decided from maxLayer and the bandwidth
+	// estimate; current is the layer being forwarded (-1: none yet).
+	maxLayer   atomic.Int32
+	target     atomic.Int32
+	current    atomic.Int32
+	needResync atomic.Bool
+	// probe is how many bytes of duplicate packets to send to probe the
+	// path for an up-switch.
+	probe atomic.Int64
 
-	// reader-owned
+	packets  atomic.Uint64
+	bytes    atomic.Uint64
+	nacks    atomic.Uint64 // NACKed packets received from the subscriber
+	plis     atomic.Uint64 // PLI/FIR received from the subscriber
+	switches atomic.Uint64
+	probed   atomic.Uint64 // bytes of probe duplicates sent
+	rr       receiverReport
+
+	mu           sync.Mutex
+	cur          int32
 	started      bool
-	needResync   bool
 	seqOffset    uint16
 	tsOffset     uint32
 	lastOutSeq   uint16
 	resyncOutSeq uint16
+	lastOutTS    uint32
+	lastOutAt    int64
+	rewriteVP8   bool
+	picStarted   bool
+	picIn        int // the current layer's latest picture id
+	picOut       int // its rewritten value, unwrapped
+	tl0Started   bool
+	tl0In        uint8
+	tl0Out       uint8
+	scratch      []byte // the rewritten VP8 payload
 	hdr          rtp.Header
 }
 
@@ -74,6 +103,18 @@ func NewDownTrack(up *UpTrack) *DownTrack {
 	}
 	d.lastOutSeq = uint16(rand.Uint32())
 	d.tsOffset = rand.Uint32()
+	d.picOut = int(rand.Uint32() & 0x7fff)
+	d.tl0Out = uint8(rand.Uint32())
+	d.maxLayer.Store(LayerHigh)
+	if up.simulcast {
+		d.target.Store(LayerHigh)
+		d.cur = -1
+		d.current.Store(-1)
+		d.rewriteVP8 = up.isVP8
+		if d.rewriteVP8 {
+			d.scratch = make([]byte, 0, maxPacketSize+2)
+		}
+	}
 	// Room for the forwarded extensions and those interceptors add.
 	d.hdr.Extensions = make([]rtp.Extension, 0, maxExtensions+4)
 	return d
@@ -85,9 +126,58 @@ func (d *DownTrack) UpTrack() *UpTrack { return d.up }
 // SetPaused stops (true) or resumes forwarding to this subscriber only.
 func (d *DownTrack) SetPaused(p bool) {
 	if d.paused.Swap(p) && !p {
-		d.up.RequestKeyframe()
+		d.up.RequestLayerKeyframe(int(max(d.target.Load(), 0)))
 	}
 }
+
+// Paused reports whether the subscriber asked for nothing.
+func (d *DownTrack) Paused() bool { return d.paused.Load() }
+
+// SetMaxLayer sets the highest layer the subscriber wants (LayerLow to
+// LayerHigh); the target follows at the next allocation.
+func (d *DownTrack) SetMaxLayer(l int) {
+	d.maxLayer.Store(int32(min(max(l, LayerLow), LayerHigh)))
+}
+
+// MaxLayer returns the highest layer the subscriber wants.
+func (d *DownTrack) MaxLayer() int { return int(d.maxLayer.Load()) }
+
+// SetTargetLayer sets the layer to forward (-1: none). For a track
+// without simulcast any value from 0 up means its one layer. Switching to
+// another layer waits for its next keyframe, which is requested now.
+func (d *DownTrack) SetTargetLayer(l int) {
+	if !d.up.simulcast && l > 0 {
+		l = 0
+	}
+	l = min(max(l, -1), LayerHigh)
+	if old := d.target.Swap(int32(l)); old != int32(l) && l >= 0 && int32(l) != d.current.Load() {
+		d.up.RequestLayerKeyframe(l)
+	}
+}
+
+// TargetLayer returns the layer being switched to or forwarded (-1: none).
+func (d *DownTrack) TargetLayer() int { return int(d.target.Load()) }
+
+// CurrentLayer returns the layer being forwarded (-1: none).
+func (d *DownTrack) CurrentLayer() int {
+	if !d.up.simulcast {
+		if d.target.Load() < 0 || d.paused.Load() {
+			return -1
+		}
+		return 0
+	}
+	return int(d.current.Load())
+}
+
+// Switches returns how many layer switches happened.
+func (d *DownTrack) Switches() uint64 { return d.switches.Load() }
+
+// Probe asks for up to n bytes of duplicate packets on this down-track,
+// sent along with the media, to see whether the path takes more.
+func (d *DownTrack) Probe(n int64) { d.probe.Store(n) }
+
+// ProbedBytes returns the bytes of probe duplicates sent.
+func (d *DownTrack) ProbedBytes() uint64 { return d.probed.Load() }
 
 // Stats returns packets and bytes sent, NACKed packets and keyframe
 // requests received.
@@ -127,7 +217,7 @@ func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameter
 		}
 	}
 	d.binding.Store(b)
-	d.up.RequestKeyframe()
+	d.up.RequestLayerKeyframe(int(max(d.target.Load(), 0)))
 	return codec, nil
 }
 
@@ -172,40 +262,148 @@ func fmtpParam(line, key string) string {
 	return ""
 }
 
-// writePacket forwards p; it returns the bytes written (0 if skipped).
-// Reader goroutine only.
-func (d *DownTrack) writePacket(p *packetView) int {
+// writePacket forwards p, a packet of layer l; it returns the bytes
+// written (0 if skipped). Called by the layer's reader.
+func (d *DownTrack) writePacket(l *layer, p *packetView) int {
 	b := d.binding.Load()
 	if b == nil {
 		return 0
 	}
-	if d.paused.Load() {
-		d.needResync = true
+	idx := int32(l.index)
+	tgt := d.target.Load()
+	if idx != tgt && idx != d.current.Load() {
+		return 0 // not this subscriber's layer: no lock taken
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.paused.Load() || tgt < 0 {
+		d.needResync.Store(true)
+		if d.up.simulcast {
+			d.setCur(-1)
+		}
 		return 0
 	}
-	if !d.started || d.needResync {
+	switch {
+	case idx != d.cur:
+		if idx != tgt {
+			return 0
+		}
+		if !d.isKeyframe(p) {
+			l.requestKeyframe(p.arrival)
+			return 0
+		}
+		d.switchTo(idx, p)
+	case d.needResync.Load() && d.up.simulcast:
+		// Muted: resume at the next keyframe, as a switch.
+		d.setCur(-1)
+		return 0
+	case !d.started || d.needResync.Load():
 		// Continue the outgoing sequence without a gap; the timestamp
 		// keeps its offset so that it follows the real clock.
 		d.seqOffset = d.lastOutSeq + 1 - p.seq
 		d.resyncOutSeq = d.lastOutSeq + 1
 		if d.started {
-			d.up.RequestKeyframe()
+			l.requestKeyframe(p.arrival)
 		}
 		d.started = true
-		d.needResync = false
+		d.needResync.Store(false)
 	}
 	out := p.seq + d.seqOffset
 	if int16(out-d.resyncOutSeq) < 0 {
 		return 0 // older than the last resync: its place was taken
 	}
+	n := d.write(b, p, out)
 	if int16(out-d.lastOutSeq) > 0 {
 		d.lastOutSeq = out
+		d.lastOutTS = p.timestamp + d.tsOffset
+		d.lastOutAt = p.arrival
 	}
-	return d.write(b, p, out)
+	if n > 0 && d.probe.Load() > 0 {
+		// Probe: repeat the packet (the receiver drops duplicates) while
+		// the budget lasts, at most three times.
+		for i := 0; i < 3 && d.probe.Load() > 0; i++ {
+			k := d.write(b, p, out)
+			if k == 0 {
+				break
+			}
+			d.probe.Add(-int64(k))
+			d.probed.Add(uint64(k))
+		}
+	}
+	return n
 }
 
-// writeRetransmission resends a packet from the history. Reader goroutine
-// only; p.seq has been mapped by sourceSeq.
+func (d *DownTrack) setCur(l int32) {
+	d.cur = l
+	d.current.Store(l)
+}
+
+// switchTo makes layer idx current from p, a keyframe's first packet:
+// the sequence continues without a gap, the timestamp advances by the
+// wall time since the last packet sent, and VP8 picture ids continue.
+func (d *DownTrack) switchTo(idx int32, p *packetView) {
+	d.seqOffset = d.lastOutSeq + 1 - p.seq
+	d.resyncOutSeq = d.lastOutSeq + 1
+	if d.started {
+		delta := uint32(1)
+		if el := p.arrival - d.lastOutAt; el > 0 {
+			delta = max(1, uint32(uint64(el)*uint64(d.clockRate())/uint64(time.Second)))
+		}
+		d.tsOffset = d.lastOutTS + delta - p.timestamp
+	}
+	if d.rewriteVP8 {
+		var desc vp8Descriptor
+		pl := p.payload()
+		if parseVP8(pl, &desc) {
+			if desc.picIDLen > 0 {
+				in, _ := vp8PictureID(pl, &desc)
+				if d.picStarted {
+					d.picOut++
+				}
+				d.picIn, d.picStarted = in, true
+			}
+			if desc.tl0Off > 0 {
+				if d.tl0Started {
+					d.tl0Out++
+				}
+				d.tl0In, d.tl0Started = pl[desc.tl0Off], true
+			}
+		}
+	}
+	d.started = true
+	d.needResync.Store(false)
+	if d.cur >= 0 {
+		d.switches.Add(1)
+	}
+	d.setCur(idx)
+}
+
+func (d *DownTrack) clockRate() uint32 {
+	if c := d.up.info.Codec.ClockRate; c > 0 {
+		return c
+	}
+	return 90000
+}
+
+// isKeyframe reports whether p starts a keyframe; for codecs it cannot
+// parse, false (such tracks never switch layers).
+func (d *DownTrack) isKeyframe(p *packetView) bool {
+	pl := p.payload()
+	switch {
+	case d.up.isVP8:
+		var desc vp8Descriptor
+		return parseVP8(pl, &desc) && desc.keyframe
+	case d.up.isH264:
+		return isH264Keyframe(pl)
+	case strings.EqualFold(d.up.info.Codec.MimeType, "video/VP9"):
+		// Not inter-picture predicted, and the start of a frame.
+		return len(pl) > 0 && pl[0]&0x40 == 0 && pl[0]&0x08 != 0
+	}
+	return false
+}
+
+// writeRetransmission resends a packet from the history. Called with mu
+// held; p.seq has been mapped by sourceSeq.
 func (d *DownTrack) writeRetransmission(p *packetView) int {
 	b := d.binding.Load()
 	if b == nil || !d.started {
@@ -215,7 +413,8 @@ func (d *DownTrack) writeRetransmission(p *packetView) int {
 }
 
 // sourceSeq maps a sequence number this down-track sent back to the
-// publisher's, if it was sent since the last resync.
+// publisher's, if it was sent since the last resync or switch. Called
+// with mu held.
 func (d *DownTrack) sourceSeq(out uint16) (uint16, bool) {
 	if !d.started || int16(out-d.resyncOutSeq) < 0 || int16(d.lastOutSeq-out) < 0 {
 		return 0, false
@@ -243,11 +442,58 @@ func (d *DownTrack) write(b *binding, p *packetView, seq uint16) int {
 			_ = h.SetExtension(id, p.buf[e.off:e.off+e.len])
 		}
 	}
-	n, err := b.writer.WriteRTP(h, p.payload())
+	payload := p.payload()
+	if d.rewriteVP8 {
+		payload = d.rewriteVP8Payload(payload)
+	}
+	n, err := b.writer.WriteRTP(h, payload)
 	if err != nil {
 		return 0
 	}
 	d.packets.Add(1)
 	d.bytes.Add(uint64(n))
 	return n
+}
+
+// rewriteVP8Payload returns pl with its picture id (always written as 15
+// bits) and TL0PICIDX continuing this down-track's sequence, in the
+// scratch buffer; pl itself when there is nothing to rewrite.
+func (d *DownTrack) rewriteVP8Payload(pl []byte) []byte {
+	var desc vp8Descriptor
+	if !parseVP8(pl, &desc) || (desc.picIDLen == 0 && desc.tl0Off == 0) || len(pl)+1 > cap(d.scratch) {
+		return pl
+	}
+	out := append(d.scratch[:0], pl[0], pl[1])
+	rest := 2
+	if desc.picIDLen > 0 {
+		in, mod := vp8PictureID(pl, &desc)
+		if !d.picStarted {
+			d.picIn, d.picStarted = in, true
+		}
+		delta := ((in-d.picIn)%mod + mod) % mod
+		if delta >= mod/2 {
+			delta -= mod // an older picture (reordered, retransmitted)
+		}
+		o := d.picOut + delta
+		if delta > 0 {
+			d.picIn, d.picOut = in, o
+		}
+		o &= 0x7fff
+		out = append(out, 0x80|byte(o>>8), byte(o))
+		rest = desc.picIDOff + desc.picIDLen
+	}
+	if desc.tl0Off > 0 {
+		in := pl[desc.tl0Off]
+		if !d.tl0Started {
+			d.tl0In, d.tl0Started = in, true
+		}
+		delta := int8(in - d.tl0In)
+		o := d.tl0Out + uint8(delta)
+		if delta > 0 {
+			d.tl0In, d.tl0Out = in, o
+		}
+		out = append(out, o)
+		rest = desc.tl0Off + 1
+	}
+	return append(out, pl[rest:]...)
 }

@@ -12,16 +12,21 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/pion/dtls/v3"
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/cc"
+	"github.com/pion/interceptor/pkg/gcc"
 	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/interceptor/pkg/twcc"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/huddle-rtc/huddle/quality"
 )
 
 // Header extension URIs the SFU negotiates.
@@ -48,6 +53,15 @@ type Config struct {
 	// IPFilter, when set, keeps only the local addresses it accepts.
 	IPFilter func(net.IP) bool
 	Logger   *slog.Logger
+	// InitialEstimate is the bandwidth estimate a subscriber starts with,
+	// in bits/s (default 2.5 Mbit/s): it picks the first simulcast layer.
+	InitialEstimate int
+	// VideoFloor, in bits/s, is the least bandwidth estimate at which a
+	// subscriber still receives video without simulcast; below it the
+	// subscriber gets audio only (default 0: no floor). Publishers without
+	// simulcast are capped by REMB at what their subscribers take, never
+	// below this floor.
+	VideoFloor int
 }
 
 // Engine holds the Pion APIs and the shared ICE sockets. One per server.
@@ -59,6 +73,11 @@ type Engine struct {
 	tcpMux       ice.TCPMux
 	log          *slog.Logger
 	udpAddrs     []net.Addr
+	alloc        quality.AllocatorConfig
+	floor        int
+
+	bweMu sync.Mutex
+	bwes  map[string]cc.BandwidthEstimator // by PeerConnection id, until taken
 }
 
 // NewEngine opens the ICE sockets and builds the Pion APIs.
@@ -67,7 +86,12 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	e := &Engine{log: log}
+	e := &Engine{log: log, bwes: map[string]cc.BandwidthEstimator{}, floor: cfg.VideoFloor}
+	e.alloc = quality.AllocatorConfig{Floor: cfg.VideoFloor}
+	initial := cfg.InitialEstimate
+	if initial <= 0 {
+		initial = 2_500_000
+	}
 
 	ipFilter := cfg.IPFilter
 	if cfg.ListenIP != "" {
@@ -126,11 +150,25 @@ func NewEngine(cfg Config) (*Engine, error) {
 	// AES-CM with HMAC-SHA1 per packet; the mandatory profile stays last.
 	se.SetSRTPProtectionProfiles(dtls.SRTP_AEAD_AES_128_GCM, dtls.SRTP_AEAD_AES_256_GCM, dtls.SRTP_AES128_CM_HMAC_SHA1_80)
 
-	if e.publishAPI, err = newAPI(se, true); err != nil {
+	if e.publishAPI, err = newAPI(se, true, nil); err != nil {
 		_ = e.Close()
 		return nil, err
 	}
-	if e.subscribeAPI, err = newAPI(se, false); err != nil {
+	bwe, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
+		// No pacer: the SFU forwards as packets come (a pacer would
+		// queue and copy every packet).
+		return gcc.NewSendSideBWE(gcc.SendSideBWEInitialBitrate(initial), gcc.SendSideBWEPacer(gcc.NewNoOpPacer()))
+	})
+	if err != nil {
+		_ = e.Close()
+		return nil, fmt.Errorf("sfu: bandwidth estimator: %w", err)
+	}
+	bwe.OnNewPeerConnection(func(id string, est cc.BandwidthEstimator) {
+		e.bweMu.Lock()
+		defer e.bweMu.Unlock()
+		e.bwes[id] = est
+	})
+	if e.subscribeAPI, err = newAPI(se, false, bwe); err != nil {
 		_ = e.Close()
 		return nil, err
 	}
@@ -143,7 +181,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 // subscribers are answered by the SFU itself from the shared history,
 // so Pion's per-sender NACK responder (a packet copy per subscriber) is
 // not installed.
-func newAPI(se webrtc.SettingEngine, publish bool) (*webrtc.API, error) {
+func newAPI(se webrtc.SettingEngine, publish bool, bwe interceptor.Factory) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, fmt.Errorf("sfu: register codecs: %w", err)
@@ -189,6 +227,11 @@ func newAPI(se webrtc.SettingEngine, publish bool) (*webrtc.API, error) {
 			return nil, fmt.Errorf("sfu: sender reports: %w", err)
 		}
 		reg.Add(sr)
+		// The estimator sees each packet after the transport-wide
+		// sequence number is set (the later factory's writer runs first).
+		if bwe != nil {
+			reg.Add(bwe)
+		}
 		for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeAudio, webrtc.RTPCodecTypeVideo} {
 			m.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, k)
 			if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.TransportCCURI}, k); err != nil {
@@ -202,6 +245,16 @@ func newAPI(se webrtc.SettingEngine, publish bool) (*webrtc.API, error) {
 		reg.Add(tw)
 	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se), webrtc.WithInterceptorRegistry(reg)), nil
+}
+
+// takeEstimator returns (and forgets) the bandwidth estimator of the
+// subscribe PeerConnection id, or nil.
+func (e *Engine) takeEstimator(id string) cc.BandwidthEstimator {
+	e.bweMu.Lock()
+	defer e.bweMu.Unlock()
+	est := e.bwes[id]
+	delete(e.bwes, id)
+	return est
 }
 
 // UDPAddrs returns the local addresses of the ICE UDP sockets.

@@ -103,7 +103,7 @@ func TestForwardRewritesAndKeepsSequence(t *testing.T) {
 	// The source wraps its sequence number; the rewritten one must have
 	// no gap either.
 	done := make(chan struct{})
-	go func() { up.run(); close(done) }()
+	go func() { up.l0().run(); close(done) }()
 	<-done
 	if w1.packets != 40 || w2.packets != 40 {
 		t.Fatalf("packets = %d, %d; want 40 each", w1.packets, w2.packets)
@@ -134,7 +134,7 @@ func TestPauseResumeLeavesNoGap(t *testing.T) {
 			if err := parseRTP(buf[:k], &p); err != nil {
 				t.Fatal(err)
 			}
-			up.forward(&p)
+			up.l0().forward(&p)
 		}
 	}
 	step(10)
@@ -161,12 +161,12 @@ func TestNACKServedFromSharedHistory(t *testing.T) {
 	w := &countingWriter{keep: true}
 	d := bindDown(up, 111, w)
 	done := make(chan struct{})
-	go func() { up.run(); close(done) }()
+	go func() { up.l0().run(); close(done) }()
 	<-done
 	first := w.seqs[0]
 	r := nackRequest{down: d, n: 3}
 	r.seqs[0], r.seqs[1], r.seqs[2] = first+10, first+50, first+500 // the last was never sent
-	up.retransmit(&r)
+	up.l0().retransmit(&r)
 	got := w.seqs[100:]
 	if len(got) != 2 || got[0] != first+10 || got[1] != first+50 {
 		t.Fatalf("retransmitted %v; want [%d %d]", got, first+10, first+50)
@@ -214,14 +214,14 @@ func BenchmarkFanout(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				buf := up.history.buffer()
+				buf := up.l0().history.buffer()
 				n, _ := src.Read(buf)
 				if parseRTP(buf[:n], &p) != nil {
 					b.Fatal("parse")
 				}
-				up.history.commit(p.seq, n)
-				up.forward(&p)
-				up.serveNACKs()
+				up.l0().history.commit(p.seq, n)
+				up.l0().forward(&p)
+				up.l0().serveNACKs()
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(subs), "ns/subscriber")
 		})
@@ -236,14 +236,17 @@ func TestFanoutAllocatesNothing(t *testing.T) {
 	}
 	var p packetView
 	allocs := testing.AllocsPerRun(1000, func() {
-		buf := up.history.buffer()
+		buf := up.l0().history.buffer()
 		n, _ := src.Read(buf)
 		_ = parseRTP(buf[:n], &p)
-		up.history.commit(p.seq, n)
-		up.forward(&p)
-		up.serveNACKs()
+		up.l0().history.commit(p.seq, n)
+		up.l0().forward(&p)
+		up.l0().serveNACKs()
 	})
 	if allocs != 0 {
 		t.Fatalf("fan-out allocates %.1f times per packet; want 0", allocs)
 	}
 }
+
+// l0 is the first layer of a test track.
+func (u *UpTrack) l0() *layer { return u.layers[0].Load() }

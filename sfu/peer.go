@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -67,12 +68,16 @@ type Peer struct {
 	mu             sync.Mutex
 	pub            *webrtc.PeerConnection
 	expected       map[string]TrackInfo // publish: msid track id → info
+	layered        map[string]*UpTrack  // simulcast tracks by msid track id
 	ups            map[string]*UpTrack  // published by this peer, by SID
 	downs          map[string]*subscription
 	awaitingAnswer bool
 	pendingOffer   bool
 	pendingCands   map[string][]webrtc.ICECandidateInit
 	closed         bool
+
+	down downlink
+	quit chan struct{} // closed by Close: stops the allocator
 
 	wg sync.WaitGroup
 }
@@ -92,15 +97,18 @@ func NewPeer(e *Engine, id string, events PeerEvents, channels []DataChannelSpec
 		log:          e.log.With("peer", id),
 		channels:     map[string]*dataChannel{},
 		expected:     map[string]TrackInfo{},
+		layered:      map[string]*UpTrack{},
 		ups:          map[string]*UpTrack{},
 		downs:        map[string]*subscription{},
 		pendingCands: map[string][]webrtc.ICECandidateInit{},
+		quit:         make(chan struct{}),
 	}
 	sub, err := e.subscribeAPI.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		return nil, fmt.Errorf("sfu: subscribe transport: %w", err)
 	}
 	p.sub = sub
+	bwe := e.takeEstimator(sub.ID())
 	p.watch(sub, TransportSubscribe)
 	for _, spec := range channels {
 		ordered := !spec.Unordered
@@ -115,6 +123,11 @@ func NewPeer(e *Engine, id string, events PeerEvents, channels []DataChannelSpec
 		dc.OnMessage(func(m webrtc.DataChannelMessage) { events.DataMessage(label, m.Data) })
 		p.channels[label] = ch
 	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.runAllocator(bwe, p.quit)
+	}()
 	return p, nil
 }
 
@@ -265,48 +278,88 @@ func (p *Peer) flushCandidatesLocked(transport string, pc *webrtc.PeerConnection
 	delete(p.pendingCands, transport)
 }
 
-// onTrack starts forwarding a published track whose media arrived.
+// onTrack starts forwarding a published track whose media arrived. A
+// simulcast track arrives once per layer (rid q, h, f): the first makes
+// the UpTrack, the others join it.
 func (p *Peer) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
-	p.mu.Lock()
-	info, ok := p.expected[remote.ID()]
-	if ok {
-		delete(p.expected, remote.ID())
+	rid := remote.RID()
+	index := 0
+	if rid != "" {
+		if index = LayerByName(rid); index < 0 {
+			p.log.Warn("simulcast layer with an unknown rid; ignored (use q, h, f)", "rid", rid)
+			return
+		}
 	}
-	closed := p.closed
-	p.mu.Unlock()
-	if !ok || closed {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	if up := p.layered[remote.ID()]; up != nil && rid != "" {
+		l := up.addLayer(index, uint32(remote.SSRC()), remoteSource{remote})
+		if l == nil {
+			p.mu.Unlock()
+			p.log.Warn("duplicate simulcast layer; ignored", "rid", rid)
+			return
+		}
+		p.startReaders(l, recv)
+		p.mu.Unlock()
+		return
+	}
+	info, ok := p.expected[remote.ID()]
+	if !ok {
+		p.mu.Unlock()
 		p.log.Warn("track not announced in the offer; ignored", "msid_track", remote.ID(), "kind", remote.Kind())
 		return
 	}
+	delete(p.expected, remote.ID())
 	info.Kind = remote.Kind()
 	info.Codec = remote.Codec()
 	extURIs := map[uint8]string{}
 	for _, e := range recv.GetParameters().HeaderExtensions {
 		extURIs[uint8(e.ID)] = e.URI
 	}
-	up := newUpTrack(info, uint32(remote.SSRC()), remoteSource{remote}, p.pub, extURIs)
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return
-	}
+	// The other layers of a simulcast track may arrive at once: they
+	// find the group under the same lock.
+	up := newUpTrackGroup(info, rid != "", p.pub, extURIs)
+	l := up.addLayer(index, uint32(remote.SSRC()), remoteSource{remote})
 	p.ups[info.SID] = up
-	p.wg.Add(2)
+	if rid != "" {
+		p.layered[remote.ID()] = up
+	}
+	p.startReaders(l, recv)
 	p.mu.Unlock()
+	p.events.TrackPublished(up)
+}
+
+// startReaders runs the layer's RTP reader and an RTCP reader for its
+// receiver. Called with p.mu held.
+func (p *Peer) startReaders(l *layer, recv *webrtc.RTPReceiver) {
+	p.wg.Add(2)
 	go func() {
 		defer p.wg.Done()
-		up.run()
+		l.run()
 	}()
+	rid := ""
+	if l.up.simulcast {
+		rid = LayerNames[l.index]
+	}
 	go func() {
 		defer p.wg.Done()
 		// Reading RTCP lets the interceptors see sender reports.
+		buf := make([]byte, 1500)
 		for {
-			if _, _, err := recv.ReadRTCP(); err != nil {
+			var err error
+			if rid != "" {
+				_, _, err = recv.ReadSimulcast(buf, rid)
+			} else {
+				_, _, err = recv.Read(buf)
+			}
+			if err != nil {
 				return
 			}
 		}
 	}()
-	p.events.TrackPublished(up)
 }
 
 // UpTrack returns a track this peer publishes.
@@ -322,14 +375,25 @@ func (p *Peer) Unpublish(sid string) {
 	p.mu.Lock()
 	up := p.ups[sid]
 	delete(p.ups, sid)
+	if up != nil {
+		delete(p.layered, up.info.CID)
+	}
 	pub := p.pub
 	p.mu.Unlock()
 	if up == nil || pub == nil {
 		return
 	}
+	ssrcs := up.LayerSSRCs()
 	for _, t := range pub.GetTransceivers() {
-		if r := t.Receiver(); r != nil && r.Track() != nil && uint32(r.Track().SSRC()) == up.ssrc {
-			_ = r.Stop()
+		r := t.Receiver()
+		if r == nil {
+			continue
+		}
+		for _, tr := range r.Tracks() {
+			if slices.Contains(ssrcs[:], uint32(tr.SSRC())) {
+				_ = r.Stop()
+				break
+			}
 		}
 	}
 }
@@ -394,6 +458,17 @@ func (p *Peer) Subscribed() []string {
 	return out
 }
 
+// DownTracks returns this peer's down-tracks.
+func (p *Peer) DownTracks() []*DownTrack {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*DownTrack, 0, len(p.downs))
+	for _, s := range p.downs {
+		out = append(out, s.down)
+	}
+	return out
+}
+
 // DownTrack returns this peer's down-track for track sid, or nil.
 func (p *Peer) DownTrack(sid string) *DownTrack {
 	p.mu.Lock()
@@ -418,25 +493,51 @@ func (p *Peer) readSubscriberRTCP(d *DownTrack, sender *webrtc.RTPSender) {
 			switch pk := pkt.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
 				d.plis.Add(1)
-				d.up.RequestKeyframe()
+				l := d.current.Load()
+				if l < 0 {
+					l = d.target.Load()
+				}
+				d.up.RequestLayerKeyframe(int(l))
+			case *rtcp.ReceiverReport:
+				d.receiverReport(pk.Reports)
 			case *rtcp.TransportLayerNack:
+				l := d.up.layer(d.current.Load())
+				if !d.up.simulcast {
+					l = d.up.layer(0)
+				}
 				var r nackRequest
 				r.down = d
 				for _, pair := range pk.Nacks {
 					for _, seq := range pair.PacketList() {
 						d.nacks.Add(1)
+						if l == nil {
+							continue
+						}
 						r.seqs[r.n] = seq
 						r.n++
 						if r.n == len(r.seqs) {
-							d.up.queueNACK(r)
+							l.queueNACK(r)
 							r.n = 0
 						}
 					}
 				}
-				if r.n > 0 {
-					d.up.queueNACK(r)
+				if r.n > 0 && l != nil {
+					l.queueNACK(r)
 				}
 			}
+		}
+	}
+}
+
+// receiverReport records the report blocks about this down-track.
+func (d *DownTrack) receiverReport(reports []rtcp.ReceptionReport) {
+	b := d.binding.Load()
+	if b == nil {
+		return
+	}
+	for _, r := range reports {
+		if r.SSRC == b.ssrc {
+			d.rr.update(r, time.Now())
 		}
 	}
 }
@@ -507,6 +608,7 @@ func (p *Peer) Close() error {
 		return nil
 	}
 	p.closed = true
+	close(p.quit)
 	for _, s := range p.downs {
 		s.down.up.removeDown(s.down)
 	}

@@ -37,6 +37,7 @@ type packetView struct {
 	payloadStart int
 	payloadEnd   int // excludes padding
 	paddingSize  uint8
+	arrival      int64 // Unix ns, set by the reader
 }
 
 // payload returns the media payload without padding.

@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,7 +44,28 @@ type TrackInfo struct {
 	Codec       webrtc.RTPCodecParameters
 }
 
-// nackRequest asks a track's reader to resend packets to one down-track.
+// Simulcast layers, lowest first, by the rid browsers and bots send.
+const (
+	LayerLow    = 0 // rid "q": a quarter of the size
+	LayerMedium = 1 // rid "h": half
+	LayerHigh   = 2 // rid "f": full
+	maxLayers   = 3
+)
+
+// LayerNames are the rids of the layers, by index.
+var LayerNames = [maxLayers]string{"q", "h", "f"}
+
+// LayerByName returns the index of rid q, h or f, or -1.
+func LayerByName(rid string) int {
+	for i, n := range LayerNames {
+		if n == rid {
+			return i
+		}
+	}
+	return -1
+}
+
+// nackRequest asks a layer's reader to resend packets to one down-track.
 // Sequence numbers are the down-track's (rewritten) ones.
 type nackRequest struct {
 	down *DownTrack
@@ -51,31 +73,30 @@ type nackRequest struct {
 	seqs [16]uint16
 }
 
-// UpTrack is one published track: one reader goroutine reads every RTP
-// packet into the shared history and hands it to each subscriber's
-// down-track. The subscriber list is a copy-on-write slice behind an
-// atomic pointer, so the per-packet fan-out takes no lock and allocates
-// nothing.
+// UpTrack is one published track: one reader goroutine per layer (one for
+// a track without simulcast, up to three with) reads every RTP packet into
+// that layer's history and hands it to each subscriber's down-track, which
+// forwards the packets of the one layer it receives. The subscriber list is
+// a copy-on-write slice behind an atomic pointer, so the per-packet fan-out
+// takes no lock and allocates nothing.
 type UpTrack struct {
-	info    TrackInfo
-	ssrc    uint32 // the publisher's media SSRC, for PLIs
-	src     rtpSource
-	rtcp    rtcpWriter
-	history *packetHistory
-	// extIDs maps the publisher's header extension ids to URIs, for
+	info      TrackInfo
+	simulcast bool
+	rtcp      rtcpWriter
+	// extURIs maps the publisher's header extension ids to URIs, for
 	// down-tracks to map them to their own ids.
 	extURIs map[uint8]string
+	isVP8   bool
+	isH264  bool
+
+	layers [maxLayers]atomic.Pointer[layer]
 
 	downs   atomic.Pointer[[]*DownTrack]
-	mu      sync.Mutex // serializes changes to downs and retired
+	mu      sync.Mutex // serializes changes to downs, layers and retired
 	retired bool
+	running int // layer readers still running; guarded by mu
 
 	muted       atomic.Bool
-	wasMuted    bool // reader-owned: muted on the previous packet
-	lastKeyReq  atomic.Int64
-	nacks       chan nackRequest
-	packetsIn   atomic.Uint64
-	bytesIn     atomic.Uint64
 	packetsOut  atomic.Uint64
 	bytesOut    atomic.Uint64
 	keyRequests atomic.Uint64
@@ -83,24 +104,85 @@ type UpTrack struct {
 	done chan struct{}
 }
 
+// layer is one encoding of a track: its own SSRC, source, history and
+// reader.
+type layer struct {
+	up       *UpTrack
+	index    int
+	ssrc     uint32
+	src      rtpSource
+	history  *packetHistory
+	nacks    chan nackRequest
+	wasMuted bool // reader-owned: muted on the previous packet
+
+	lastKeyReq atomic.Int64
+	lastPacket atomic.Int64 // arrival of the latest packet, Unix ns
+	packetsIn  atomic.Uint64
+	bytesIn    atomic.Uint64
+
+	// bitrate measurement, reader-owned except rate
+	winStart int64
+	winBytes uint64
+	rate     atomic.Int64 // bits per second over the last window
+}
+
+// rateWindow is how long a layer's bitrate is measured over.
+const rateWindow = int64(500 * time.Millisecond)
+
 func newUpTrack(info TrackInfo, ssrc uint32, src rtpSource, w rtcpWriter, extURIs map[uint8]string) *UpTrack {
+	u := newUpTrackGroup(info, false, w, extURIs)
+	u.addLayer(0, ssrc, src)
+	return u
+}
+
+// newUpTrackGroup makes a track without layers yet; addLayer adds them.
+func newUpTrackGroup(info TrackInfo, simulcast bool, w rtcpWriter, extURIs map[uint8]string) *UpTrack {
 	u := &UpTrack{
-		info:    info,
-		ssrc:    ssrc,
-		src:     src,
-		rtcp:    w,
-		history: newPacketHistory(historySize),
-		extURIs: extURIs,
-		nacks:   make(chan nackRequest, nackQueueLen),
-		done:    make(chan struct{}),
+		info:      info,
+		simulcast: simulcast,
+		rtcp:      w,
+		extURIs:   extURIs,
+		isVP8:     strings.EqualFold(info.Codec.MimeType, "video/VP8"),
+		isH264:    strings.EqualFold(info.Codec.MimeType, "video/H264"),
+		done:      make(chan struct{}),
 	}
 	empty := []*DownTrack{}
 	u.downs.Store(&empty)
 	return u
 }
 
+// addLayer registers layer index (0 for a track without simulcast); the
+// caller starts its reader with runLayer. It reports false when the layer
+// exists already or every reader has ended.
+func (u *UpTrack) addLayer(index int, ssrc uint32, src rtpSource) *layer {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if index < 0 || index >= maxLayers || u.layers[index].Load() != nil {
+		return nil
+	}
+	select {
+	case <-u.done:
+		return nil
+	default:
+	}
+	l := &layer{
+		up:      u,
+		index:   index,
+		ssrc:    ssrc,
+		src:     src,
+		history: newPacketHistory(historySize),
+		nacks:   make(chan nackRequest, nackQueueLen),
+	}
+	u.layers[index].Store(l)
+	u.running++
+	return l
+}
+
 // Info describes the track.
 func (u *UpTrack) Info() TrackInfo { return u.info }
+
+// Simulcast reports whether the track has (or will have) several layers.
+func (u *UpTrack) Simulcast() bool { return u.simulcast }
 
 // SetMuted stops (true) or resumes forwarding.
 func (u *UpTrack) SetMuted(m bool) {
@@ -112,13 +194,49 @@ func (u *UpTrack) SetMuted(m bool) {
 // Muted reports whether forwarding is stopped.
 func (u *UpTrack) Muted() bool { return u.muted.Load() }
 
-// Done is closed when the reader has stopped: the publisher is gone.
+// Done is closed when every layer's reader has stopped: the publisher is
+// gone.
 func (u *UpTrack) Done() <-chan struct{} { return u.done }
 
-// Stats returns packet and byte counters: received from the publisher and
-// sent to subscribers (retransmissions included).
+// Stats returns packet and byte counters: received from the publisher (all
+// layers) and sent to subscribers (retransmissions included).
 func (u *UpTrack) Stats() (packetsIn, bytesIn, packetsOut, bytesOut uint64) {
-	return u.packetsIn.Load(), u.bytesIn.Load(), u.packetsOut.Load(), u.bytesOut.Load()
+	for i := range u.layers {
+		if l := u.layers[i].Load(); l != nil {
+			packetsIn += l.packetsIn.Load()
+			bytesIn += l.bytesIn.Load()
+		}
+	}
+	return packetsIn, bytesIn, u.packetsOut.Load(), u.bytesOut.Load()
+}
+
+// LayerActive is how recently a layer must have had a packet to count as
+// being sent.
+const LayerActive = time.Second
+
+// LayerBitrates returns each layer's received bitrate in bits per second,
+// 0 for a layer that does not exist or sent nothing within LayerActive.
+func (u *UpTrack) LayerBitrates(now time.Time) [maxLayers]int {
+	var out [maxLayers]int
+	for i := range u.layers {
+		l := u.layers[i].Load()
+		if l == nil || now.UnixNano()-l.lastPacket.Load() > int64(LayerActive) {
+			continue
+		}
+		out[i] = int(max(l.rate.Load(), 1))
+	}
+	return out
+}
+
+// LayerSSRCs returns the publisher's SSRC of each layer (0 when absent).
+func (u *UpTrack) LayerSSRCs() [maxLayers]uint32 {
+	var out [maxLayers]uint32
+	for i := range u.layers {
+		if l := u.layers[i].Load(); l != nil {
+			out[i] = l.ssrc
+		}
+	}
+	return out
 }
 
 // Retire marks the track as unpublished: from now on it takes no new
@@ -163,44 +281,98 @@ func (u *UpTrack) removeDown(d *DownTrack) bool {
 // Subscribers returns the number of down-tracks.
 func (u *UpTrack) Subscribers() int { return len(*u.downs.Load()) }
 
-// RequestKeyframe asks the publisher for a keyframe, at most once per
-// keyframeInterval; extra requests are dropped.
+// SubscribersOnLayer counts the down-tracks that receive or are switching
+// to each layer.
+func (u *UpTrack) SubscribersOnLayer() [maxLayers]int {
+	var out [maxLayers]int
+	for _, d := range *u.downs.Load() {
+		if t := d.target.Load(); t >= 0 && t < maxLayers {
+			out[t]++
+		}
+	}
+	return out
+}
+
+// RequestKeyframe asks the publisher for a keyframe on every layer, at
+// most once per keyframeInterval per layer.
 func (u *UpTrack) RequestKeyframe() {
+	for i := range u.layers {
+		u.RequestLayerKeyframe(i)
+	}
+}
+
+// RequestLayerKeyframe asks for a keyframe on one layer, at most once per
+// keyframeInterval; extra requests are dropped.
+func (u *UpTrack) RequestLayerKeyframe(index int) {
+	if index < 0 || index >= maxLayers {
+		return
+	}
+	if l := u.layers[index].Load(); l != nil {
+		l.requestKeyframe(time.Now().UnixNano())
+	}
+}
+
+func (l *layer) requestKeyframe(now int64) {
+	u := l.up
 	if u.info.Kind != webrtc.RTPCodecTypeVideo || u.rtcp == nil {
 		return
 	}
-	now := time.Now().UnixNano()
-	last := u.lastKeyReq.Load()
-	if now-last < int64(keyframeInterval) || !u.lastKeyReq.CompareAndSwap(last, now) {
+	last := l.lastKeyReq.Load()
+	if now-last < int64(keyframeInterval) || !l.lastKeyReq.CompareAndSwap(last, now) {
 		return
 	}
 	u.keyRequests.Add(1)
-	ssrc := u.mediaSSRC()
-	_ = u.rtcp.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}})
+	_ = u.rtcp.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: l.ssrc}})
 }
 
 // KeyframeRequests returns how many PLIs were sent to the publisher.
 func (u *UpTrack) KeyframeRequests() uint64 { return u.keyRequests.Load() }
 
-func (u *UpTrack) mediaSSRC() uint32 { return u.ssrc }
+// mediaSSRC returns the SSRC of the first layer present.
+func (u *UpTrack) mediaSSRC() uint32 {
+	for i := range u.layers {
+		if l := u.layers[i].Load(); l != nil {
+			return l.ssrc
+		}
+	}
+	return 0
+}
+
+// layer returns layer i or nil.
+func (u *UpTrack) layer(i int32) *layer {
+	if i < 0 || i >= maxLayers {
+		return nil
+	}
+	return u.layers[i].Load()
+}
 
 // queueNACK hands a NACK to the reader; it never blocks: when the queue
 // is full the request is dropped (the receiver will ask again).
-func (u *UpTrack) queueNACK(r nackRequest) {
+func (l *layer) queueNACK(r nackRequest) {
 	select {
-	case u.nacks <- r:
+	case l.nacks <- r:
 	default:
 	}
 }
 
-// run is the reader loop: read, store, fan out, serve NACKs. It returns
-// when the source ends.
-func (u *UpTrack) run() {
-	defer close(u.done)
+// run is the layer's reader loop: read, store, fan out, serve NACKs. It
+// returns when the source ends; the last layer to end closes the track's
+// Done channel.
+func (l *layer) run() {
+	defer func() {
+		u := l.up
+		u.mu.Lock()
+		u.running--
+		last := u.running == 0
+		u.mu.Unlock()
+		if last {
+			close(u.done)
+		}
+	}()
 	var p packetView
 	for {
-		buf := u.history.buffer()
-		n, err := u.src.Read(buf)
+		buf := l.history.buffer()
+		n, err := l.src.Read(buf)
 		if err != nil {
 			if isClosedErr(err) {
 				return
@@ -210,30 +382,46 @@ func (u *UpTrack) run() {
 		if parseRTP(buf[:n], &p) != nil {
 			continue
 		}
-		u.history.commit(p.seq, n)
-		u.packetsIn.Add(1)
-		u.bytesIn.Add(uint64(n))
-		u.forward(&p)
-		u.serveNACKs()
+		l.receive(&p, n, time.Now().UnixNano())
 	}
 }
 
-// forward sends p to every down-track.
-func (u *UpTrack) forward(p *packetView) {
+// receive stores, measures and forwards one packet that arrived at now
+// (Unix ns), then serves queued NACKs. Reader goroutine only.
+func (l *layer) receive(p *packetView, n int, now int64) {
+	p.arrival = now
+	l.history.commit(p.seq, n)
+	l.packetsIn.Add(1)
+	l.bytesIn.Add(uint64(n))
+	l.lastPacket.Store(now)
+	l.winBytes += uint64(n)
+	if el := now - l.winStart; el >= rateWindow {
+		if l.winStart != 0 {
+			l.rate.Store(int64(l.winBytes * 8 * uint64(time.Second) / uint64(el)))
+		}
+		l.winStart, l.winBytes = now, 0
+	}
+	l.forward(p)
+	l.serveNACKs()
+}
+
+// forward sends p to every down-track that receives this layer.
+func (l *layer) forward(p *packetView) {
+	u := l.up
 	downs := *u.downs.Load()
 	if u.muted.Load() {
-		if !u.wasMuted {
-			u.wasMuted = true
+		if !l.wasMuted {
+			l.wasMuted = true
 			for _, d := range downs {
-				d.needResync = true
+				d.needResync.Store(true)
 			}
 		}
 		return
 	}
-	u.wasMuted = false
+	l.wasMuted = false
 	var pkts, bytes uint64
 	for _, d := range downs {
-		if n := d.writePacket(p); n > 0 {
+		if n := d.writePacket(l, p); n > 0 {
 			pkts++
 			bytes += uint64(n)
 		}
@@ -245,36 +433,42 @@ func (u *UpTrack) forward(p *packetView) {
 }
 
 // serveNACKs answers queued NACKs from the history without blocking.
-func (u *UpTrack) serveNACKs() {
+func (l *layer) serveNACKs() {
 	for {
 		select {
-		case r := <-u.nacks:
-			u.retransmit(&r)
+		case r := <-l.nacks:
+			l.retransmit(&r)
 		default:
 			return
 		}
 	}
 }
 
-func (u *UpTrack) retransmit(r *nackRequest) {
+func (l *layer) retransmit(r *nackRequest) {
 	var p packetView
 	var pkts, bytes uint64
+	d := r.down
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cur != int32(l.index) {
+		return // the down-track switched layers: these are gone
+	}
 	for _, outSeq := range r.seqs[:r.n] {
-		inSeq, ok := r.down.sourceSeq(outSeq)
+		inSeq, ok := d.sourceSeq(outSeq)
 		if !ok {
 			continue
 		}
-		b := u.history.get(inSeq)
+		b := l.history.get(inSeq)
 		if b == nil || parseRTP(b, &p) != nil {
 			continue
 		}
-		if n := r.down.writeRetransmission(&p); n > 0 {
+		if n := d.writeRetransmission(&p); n > 0 {
 			pkts++
 			bytes += uint64(n)
 		}
 	}
-	u.packetsOut.Add(pkts)
-	u.bytesOut.Add(bytes)
+	l.up.packetsOut.Add(pkts)
+	l.up.bytesOut.Add(bytes)
 }
 
 // remoteSource adapts a TrackRemote to rtpSource.

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/huddle-rtc/huddle/presence"
 	"github.com/huddle-rtc/huddle/rooms"
 	"github.com/huddle-rtc/huddle/signaling/auth"
 	"github.com/huddle-rtc/huddle/signaling/protocol"
@@ -54,6 +55,14 @@ type Config struct {
 	DevSecret string
 	// Web serves the pages at "/" (optional).
 	Web http.Handler
+	// Presence tracks who is here; nil starts an in-process tracker that
+	// Shutdown stops.
+	Presence *presence.Tracker
+	// StatsEvery is the period of the stats events (default 2 s; negative
+	// turns them off). EventsHeartbeat is the period of the comment lines
+	// on /events (default 15 s).
+	StatsEvery      time.Duration
+	EventsHeartbeat time.Duration
 }
 
 // Server is the signaling endpoint.
@@ -63,6 +72,10 @@ type Server struct {
 	upgrader websocket.Upgrader
 	metrics  *prometheus.Registry
 	joinLat  prometheus.Histogram
+
+	presence    *presence.Tracker
+	ownPresence bool
+	bg          background
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
@@ -91,6 +104,13 @@ func New(cfg Config) *Server {
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 	})
 	s.metrics.MustRegister(s.joinLat, registryCollector{cfg.Registry})
+	s.presence = cfg.Presence
+	if s.presence == nil {
+		// The in-process default cannot fail.
+		s.presence, _ = presence.New(context.Background(), presence.Config{Logger: s.log})
+		s.ownPresence = true
+	}
+	s.startBackground()
 	return s
 }
 
@@ -107,6 +127,7 @@ func (s *Server) Handler() http.Handler {
 	if s.cfg.Dev {
 		mux.HandleFunc("GET /dev/token", s.serveDevToken)
 	}
+	s.adminRoutes(mux)
 	if s.cfg.Web != nil {
 		mux.Handle("/", s.cfg.Web)
 	}
@@ -128,9 +149,14 @@ func (s *Server) serveDevToken(w http.ResponseWriter, r *http.Request) {
 	if identity == "" {
 		identity = strings.ToLower(strings.ReplaceAll(name, " ", "-")) + "-" + strings.ToLower(newSuffix())
 	}
+	grants := []string{protocol.GrantPublish, protocol.GrantSubscribe, protocol.GrantData, protocol.GrantEdit}
+	if r.URL.Query().Get("admin") == "1" {
+		// For the dashboard: room "*" is every room.
+		grants = append(grants, protocol.GrantAdmin)
+	}
 	tok, err := auth.Mint(s.cfg.DevKey, s.cfg.DevSecret, auth.Token{
 		Room: room, Identity: identity, Name: name, TTL: devTokenTTL,
-		Grants: []string{protocol.GrantPublish, protocol.GrantSubscribe, protocol.GrantData, protocol.GrantEdit},
+		Grants: grants,
 	}, time.Now())
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -156,6 +182,10 @@ func (s *Server) Shutdown(ctx context.Context) {
 		}
 		s.mu.Unlock()
 		s.wg.Wait()
+		s.stopBackground()
+		if s.ownPresence {
+			_ = s.presence.Close()
+		}
 		close(done)
 	}()
 	select {
@@ -207,6 +237,7 @@ type conn struct {
 	limiter *rate.Limiter
 	log     *slog.Logger
 	p       *rooms.Participant
+	pres    *connPresence
 }
 
 // Send implements rooms.Sink: it queues msg; a client too slow to keep a
@@ -236,6 +267,7 @@ func (c *conn) run() {
 	if c.p != nil {
 		c.p.Leave("disconnected")
 	}
+	c.closePresence()
 	wg.Wait()
 	_ = c.ws.Close()
 }
@@ -361,6 +393,10 @@ func (c *conn) handle(raw []byte) bool {
 		c.sendError(env.ID, env.Type, protocol.CodeNotJoined, "send join first")
 		return true
 	}
+	if isPresenceType(env.Type) {
+		c.presenceMessage(env, raw)
+		return true
+	}
 	var herr error
 	switch env.Type {
 	case protocol.TypeOffer:
@@ -404,7 +440,7 @@ func (c *conn) handle(raw []byte) bool {
 		if len(m.Tracks) == 0 || len(m.Tracks) > 256 {
 			herr = &protocol.Error{Code: protocol.CodeBadMessage, Message: "tracks must list 1 to 256 track SIDs"}
 		} else if env.Type == protocol.TypeSubscribe {
-			herr = c.p.Subscribe(m.Tracks)
+			herr = c.p.SubscribeWith(m.Tracks, m.Quality, m.Paused)
 		} else {
 			herr = c.p.Unsubscribe(m.Tracks)
 		}
@@ -452,7 +488,7 @@ func knownType(t string) bool {
 		protocol.TypeUnsubscribe, protocol.TypeMute, protocol.TypeUnpublish, protocol.TypeUpdate, protocol.TypeLeave:
 		return true
 	}
-	return false
+	return isPresenceType(t)
 }
 
 func (c *conn) join(m *protocol.Join) {
@@ -501,6 +537,7 @@ func (c *conn) join(m *protocol.Join) {
 	c.Send(joined)
 	_ = c.ws.SetReadDeadline(time.Now().Add(pongTimeout))
 	p.Start()
+	c.openPresence(claims.Identity, claims.Room, p.SID())
 	c.srv.joinLat.Observe(time.Since(start).Seconds())
 	c.log.Info("joined", "participant", p.SID())
 }

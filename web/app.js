@@ -191,7 +191,8 @@ async function start() {
   try {
     let token = givenToken;
     if (!token) token = await devTokenForTab();
-    client = await connect({ token, room });
+    // ?ice=relay connects through the server's TURN relay only (to check TURN).
+    client = await connect({ token, room, iceTransportPolicy: params.get('ice') === 'relay' ? 'relay' : 'all' });
   } catch (err) {
     console.error('huddle: join failed:', err);
     setState('failed', err.code ?? 'error');
@@ -238,6 +239,8 @@ function wire(c) {
   ]) {
     c.on(ev, rerender);
   }
+  c.on('presence', () => tiles.forEach(paintPresence));
+  c.setActivity('in_call');
   c.on('participant_joined', (p) => toast(`${p.name || p.identity} joined`));
   c.on('participant_left', (p) => toast(`${p.name || p.identity} left`));
   c.on('error', (err) => {
@@ -491,6 +494,7 @@ function updateTile(t, spec) {
   el.querySelector('.name').textContent = spec.self && !spec.screen ? `${spec.name} (you)` : spec.name;
   el.querySelector('.mic-off').hidden = spec.screen || !spec.micMuted;
   el.querySelector('.avatar').textContent = initials(spec.name);
+  paintPresence(t);
 
   // The own tile is a muted preview; the others play their audio.
   t.video.muted = spec.self || soundBlocked;
@@ -559,5 +563,27 @@ document.addEventListener('keydown', (ev) => {
   else if (ev.key === 'v') toggle(local.cam);
 });
 window.addEventListener('pagehide', () => client?.close({ goodbye: true }));
+
+// Presence on the tiles: a dot (online, busy, away) and the status text.
+function paintPresence(t) {
+  if (!client || t.spec.screen) return;
+  const identity = t.spec.self ? client.you?.identity : client.participants.get(t.spec.sid)?.identity;
+  const p = identity ? client.presence.get(identity) : null;
+  const caption = t.el.querySelector('figcaption');
+  let dot = caption.querySelector('.presence-dot');
+  let text = caption.querySelector('.presence-text');
+  if (!dot) {
+    dot = document.createElement('span');
+    dot.className = 'presence-dot';
+    text = document.createElement('span');
+    text.className = 'presence-text';
+    caption.prepend(dot);
+    caption.append(text);
+  }
+  dot.dataset.state = p?.state ?? '';
+  dot.title = p ? [p.state, p.activity?.replace('_', ' ')].filter(Boolean).join(' · ') : '';
+  text.textContent = p?.text ?? '';
+  t.el.dataset.presence = p?.state ?? '';
+}
 
 start();

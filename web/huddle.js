@@ -20,6 +20,17 @@ export const PROTOCOL_VERSION = 1;
 export const PUBLISH = 'publish';
 export const SUBSCRIBE = 'subscribe';
 
+/**
+ * SIMULCAST_ENCODINGS are the layers camera video is sent in: rid q (a
+ * quarter of the size), h (half) and f (full), lowest first. The server
+ * forwards each subscriber one of them.
+ */
+export const SIMULCAST_ENCODINGS = Object.freeze([
+  Object.freeze({ rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 }),
+  Object.freeze({ rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 }),
+  Object.freeze({ rid: 'f', maxBitrate: 1_500_000 }),
+]);
+
 /** Track sources, as the protocol names them. */
 export const Source = Object.freeze({
   CAMERA: 'camera',
@@ -185,8 +196,11 @@ export const msg = {
   candidate(transport, candidate) {
     return { type: 'candidate', transport, candidate: candidateInit(candidate) };
   },
-  subscribe(tracks) {
-    return { type: 'subscribe', tracks: [...tracks] };
+  subscribe(tracks, { quality, paused } = {}) {
+    const m = { type: 'subscribe', tracks: [...tracks] };
+    if (quality) m.quality = quality;
+    if (typeof paused === 'boolean') m.paused = paused;
+    return m;
   },
   unsubscribe(tracks) {
     return { type: 'unsubscribe', tracks: [...tracks] };
@@ -208,6 +222,23 @@ export const msg = {
   },
   ping(id, ts) {
     return { type: 'ping', id, ts };
+  },
+  heartbeat() {
+    return { type: 'heartbeat' };
+  },
+  activity(activity) {
+    return { type: 'activity', activity: activity ?? '' };
+  },
+  status(state, text) {
+    const m = { type: 'status' };
+    if (state) m.state = state;
+    if (text) m.text = text;
+    return m;
+  },
+  presence(id, identities) {
+    const m = { type: 'presence', id };
+    if (identities?.length) m.identities = [...identities];
+    return m;
   },
 };
 
@@ -466,6 +497,8 @@ export async function devToken({ room, name, identity, base, fetch: fetchFn } = 
 const REQUEST_TIMEOUT = 10000;
 const PING_INTERVAL = 10000;
 const DEAD_AFTER = 30000;
+/** HEARTBEAT_INTERVAL is how often the client tells the server it is present. */
+const HEARTBEAT_INTERVAL = 15000;
 
 /**
  * connect opens a session: a WebSocket to url (default: /ws of the page's
@@ -495,6 +528,8 @@ export async function connect(opts) {
  *   datachannel        RTCDataChannel              any channel the server opens
  *   error              HuddleError                 not tied to a request
  *   rtt                milliseconds                from ping/pong
+ *   presence           person {identity, state, text, activity, rooms, sessions, last_seen}
+ *   quality            {participant, score, level, audio, video, stats}  connection quality (stats: own only)
  *   bye                reason
  */
 export class Client extends Emitter {
@@ -508,6 +543,8 @@ export class Client extends Emitter {
     RTCPeerConnection: PC,
     pingInterval = PING_INTERVAL,
     requestTimeout = REQUEST_TIMEOUT,
+    iceTransportPolicy = 'all',
+    simulcast = true,
   } = {}) {
     super();
     if (!token) throw new HuddleError('no_token', 'connect: a token is required');
@@ -520,10 +557,13 @@ export class Client extends Emitter {
     this.PC = PC ?? globalThis.RTCPeerConnection;
     this.pingInterval = pingInterval;
     this.requestTimeout = requestTimeout;
+    /** simulcast: camera video is sent as three layers (rids q, h, f). */
+    this.simulcast = simulcast;
 
     this.state = new RoomState();
     this.connectionState = 'new';
-    this.iceServers = [];
+    this.iceServers = []; // from joined: the server's TURN URLs with this participant's credential
+    this.iceTransportPolicy = iceTransportPolicy; // 'relay' connects through TURN only
     this.maxDataMessage = 16384;
     this.server = null;
     this.rtt = null;
@@ -533,6 +573,9 @@ export class Client extends Emitter {
     this._pending = new Map(); // request id → {type, resolve, reject, timer}
     this._lastHeard = 0;
     this._pingTimer = null;
+    this._lastBeat = 0;
+    /** presence of the people this session heard of, a Map by identity. */
+    this.presence = new Map();
 
     // subscribe transport
     this.subscriber = null; // RTCPeerConnection
@@ -706,6 +749,19 @@ export class Client extends Emitter {
         this.emit('error', err);
         break;
       }
+      case 'presence':
+        for (const p of Array.isArray(m.people) ? m.people : []) {
+          const old = this.presence.get(p.identity);
+          if (old && old.version > p.version) continue;
+          this.presence.set(p.identity, p);
+          if (!m.id) this.emit('presence', p);
+        }
+        if (m.id) this._settle(m.id, (p) => p.resolve(m.people ?? []));
+        break;
+      case 'quality':
+        // {participant, identity, score, level, audio, video, stats (own only)}
+        this.emit('quality', m);
+        break;
       case 'bye':
         this.emit('bye', m.reason ?? '');
         if (this.connectionState !== 'leaving') this._setConnection('closed');
@@ -736,7 +792,12 @@ export class Client extends Emitter {
   // Peer connections
 
   _newPeerConnection(transport) {
-    const pc = new this.PC({ iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    const pc = new this.PC({
+      iceServers: this.iceServers,
+      iceTransportPolicy: this.iceTransportPolicy,
+      bundlePolicy: 'max-bundle',
+      rtcpMuxPolicy: 'require',
+    });
     pc.onicecandidate = (ev) => this._onLocalCandidate(transport, ev.candidate);
     pc.onconnectionstatechange = () => {
       this.emit('ice', { transport, state: pc.connectionState });
@@ -881,11 +942,15 @@ export class Client extends Emitter {
     const init = { direction: 'sendonly' };
     if (stream) init.streams = [stream];
     else if (globalThis.MediaStream) init.streams = [new MediaStream([track])];
+    source = source || defaultSource(track.kind);
+    if (this.simulcast && track.kind === 'video' && source === 'camera') {
+      init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
+    }
     this._local.set(track.id, {
       track,
       cid: track.id,
       kind: track.kind,
-      source: source || defaultSource(track.kind),
+      source,
       muted: muted ?? !track.enabled,
       sid: null,
       transceiver: this.publisher.addTransceiver(track, init),
@@ -1014,14 +1079,34 @@ export class Client extends Emitter {
     this._send(msg.update({ name, metadata }));
   }
 
-  /** subscribe asks for tracks (when auto_subscribe is off, or after unsubscribe). */
-  subscribe(sids) {
-    this._send(msg.subscribe(sids));
+  /**
+   * subscribe asks for tracks (when auto_subscribe is off, or after
+   * unsubscribe), or changes subscriptions: quality ('q', 'h', 'f') is the
+   * highest simulcast layer wanted, paused stops or resumes video (a
+   * hidden tile).
+   */
+  subscribe(sids, { quality, paused } = {}) {
+    this._send(msg.subscribe(sids, { quality, paused }));
   }
 
   /** unsubscribe stops receiving tracks. */
   unsubscribe(sids) {
     this._send(msg.unsubscribe(sids));
+  }
+
+  /** setStatus sets one's status for all one's sessions: state 'busy', 'away' or '' (online), and a text. */
+  setStatus(state, text) {
+    this._send(msg.status(state, text));
+  }
+
+  /** setActivity reports what this session does: 'in_call', 'editing', 'screen_sharing', 'idle' or ''. */
+  setActivity(activity) {
+    this._send(msg.activity(activity));
+  }
+
+  /** queryPresence resolves to the presence of identities (of the room when none are given). */
+  async queryPresence(identities = []) {
+    return this._request(msg.presence(this._id(), identities), 'presence');
   }
 
   /** ping measures the round trip to the server, in milliseconds. */
@@ -1041,6 +1126,10 @@ export class Client extends Emitter {
         return;
       }
       this._send(msg.ping(this._id(), Date.now()));
+      if (Date.now() - this._lastBeat >= HEARTBEAT_INTERVAL - this.pingInterval / 2) {
+        this._lastBeat = Date.now();
+        this._send(msg.heartbeat());
+      }
     }, this.pingInterval);
   }
 

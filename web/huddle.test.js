@@ -53,6 +53,7 @@ test('message builders follow PROTOCOL.md', () => {
   assert.deepEqual(msg.leave(), { type: 'leave' });
   assert.deepEqual(msg.ping('7', 5), { type: 'ping', id: '7', ts: 5 });
   assert.deepEqual(msg.subscribe(new Set(['a'])), { type: 'subscribe', tracks: ['a'] });
+  assert.deepEqual(msg.subscribe(['a'], { quality: 'q', paused: false }), { type: 'subscribe', tracks: ['a'], quality: 'q', paused: false });
 });
 
 test('candidates: init objects, and null for the end of candidates', () => {
@@ -335,4 +336,25 @@ test('Client ends the join on a refusal without an id', async () => {
   await tick();
   FakeSocket.last.serve({ type: 'error', code: 'room_full', message: 'room is full' });
   await assert.rejects(p, (err) => err.code === 'room_full');
+});
+
+test('Client gives its PeerConnections the TURN servers of joined and its ICE policy', async () => {
+  let cfg = null;
+  class PC {
+    constructor(c) {
+      cfg = c;
+    }
+  }
+  const p = connect({ url: 'ws://h/ws', token: 'T', WebSocket: FakeSocket, RTCPeerConnection: PC, pingInterval: 0, iceTransportPolicy: 'relay' });
+  await tick();
+  const ws = FakeSocket.last;
+  const turnJoined = { ...JOINED, ice_servers: [{ urls: ['turn:127.0.0.1:3478?transport=udp'], username: '1800000000:ada', credential: 'c2VjcmV0' }] };
+  ws.serve(turnJoined);
+  const c = await p;
+  c._newPeerConnection('publish');
+  assert.deepEqual(cfg.iceServers, turnJoined.ice_servers);
+  assert.equal(cfg.iceTransportPolicy, 'relay');
+  const left = c.leave();
+  ws.serve({ type: 'bye', reason: 'left' });
+  await left;
 });

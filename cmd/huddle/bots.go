@@ -67,5 +67,7 @@ failed to join or a subscriber received nothing.`,
 	f.DurationVar(&cfg.Stagger, "stagger", 20*time.Millisecond, "pause between two bots' starts")
 	f.IntVar(&cfg.Editors, "editors", 0, "editor bots: type into the room's document (then --publishers and --subscribers default to 0)")
 	f.Float64Var(&cfg.EditRate, "edit-rate", 10, "operations per second per editor (cursor moves: 10/s)")
+	f.BoolVar(&cfg.Simulcast, "simulcast", false, "publishers send three video layers, rids q/h/f (180p, 360p, 720p)")
+	f.StringVar(&cfg.MaxLayer, "max-layer", "", "highest simulcast layer subscribers ask for: q, h or f (default: the server's choice up to f)")
 	return cmd
 }

@@ -37,6 +37,11 @@ type serveFlags struct {
 	logLevel  string
 	maxData   int
 	dataDir   string
+
+	redisURL        string
+	presenceAway    time.Duration
+	presenceOffline time.Duration
+	turn            turnFlags
 }
 
 func newServeCmd() *cobra.Command {
@@ -55,6 +60,7 @@ on the command line wins over the environment, which wins over the file.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			f.turn.portSet = cmd.Flags().Changed("turn-port")
 			return serve(ctx, f)
 		},
 	}
@@ -71,6 +77,10 @@ on the command line wins over the environment, which wins over the file.`,
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.IntVar(&f.maxData, "max-data-message", 16<<10, "largest data-channel message relayed, in bytes")
 	fl.StringVar(&f.dataDir, "data-dir", "./data", "directory of the rooms' documents (created if missing)")
+	fl.StringVar(&f.redisURL, "redis", "", "Redis URL (redis://host:port/db) shared by the nodes; empty keeps everything in process")
+	fl.DurationVar(&f.presenceAway, "presence-away", 45*time.Second, "a session without heartbeat for this long is away")
+	fl.DurationVar(&f.presenceOffline, "presence-offline", 2*time.Minute, "a session without heartbeat for this long is gone (offline)")
+	addTurnFlags(fl, &f.turn, false)
 	return cmd
 }
 
@@ -172,6 +182,13 @@ func serve(ctx context.Context, f serveFlags) error {
 		return err
 	}
 	defer engine.Close()
+	turnSrv, err := startEmbeddedTURN(f.turn, f.apiSecret, f.publicIPs, host, f.udpPort, engine.UDPAddrs(), log)
+	if err != nil {
+		return err
+	}
+	if turnSrv != nil {
+		defer turnSrv.Close()
+	}
 	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
@@ -186,10 +203,20 @@ func serve(ctx context.Context, f serveFlags) error {
 			log.Warn("close documents", "err", err)
 		}
 	}()
-	reg := rooms.NewRegistry(rooms.Config{Engine: engine, Logger: log, MaxDataMessage: f.maxData, Version: version, Docs: docs})
+	roomsCfg := rooms.Config{Engine: engine, Logger: log, MaxDataMessage: f.maxData, Version: version, Docs: docs}
+	if turnSrv != nil {
+		roomsCfg.ICEServersFor = iceServersFor(turnSrv)
+	}
+	reg := rooms.NewRegistry(roomsCfg)
+	tracker, stopPresence, err := startPresence(ctx, f, log)
+	if err != nil {
+		return err
+	}
+	defer stopPresence()
 	srv := signaling.New(signaling.Config{
 		Registry: reg, Verifier: verifier, Logger: log,
 		Dev: f.dev, DevKey: f.apiKey, DevSecret: f.apiSecret, Web: web.Handler(),
+		Presence: tracker,
 	})
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {

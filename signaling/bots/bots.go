@@ -50,6 +50,15 @@ type Config struct {
 	AudioOnly bool
 	// Video is the sample clip publishers send (default vp8_360p.ivf).
 	Video string
+	// Simulcast makes publishers send three layers of video instead, as
+	// rids q, h and f: vp8_180p.ivf, vp8_360p.ivf and vp8_720p.ivf.
+	Simulcast bool
+	// MaxLayer, when set (q, h or f), is the highest layer subscribers
+	// ask for.
+	MaxLayer string
+	// Timeline, when set, gets one JSON line per subscriber and second:
+	// what it received in that second (see TimelineEntry).
+	Timeline io.Writer
 	// APIKey and APISecret sign the bots' tokens (default: the dev
 	// credentials).
 	APIKey    string
@@ -103,6 +112,11 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Publishers < 0 || c.Subscribers < 0 || c.Editors < 0 || c.Publishers+c.Subscribers+c.Editors == 0 {
 		return errors.New("bots: need at least one publisher, subscriber or editor")
+	}
+	switch c.MaxLayer {
+	case "", protocol.QualityLow, protocol.QualityMedium, protocol.QualityHigh:
+	default:
+		return fmt.Errorf("bots: max layer must be q, h or f, not %q", c.MaxLayer)
 	}
 	if c.LoopbackOnly == nil {
 		lo, err := isLoopbackURL(c.URL)
@@ -184,8 +198,10 @@ func plan(cfg *Config) []botSpec {
 type env struct {
 	cfg      *Config
 	api      *webrtc.API
-	video    *clip // nil when audio only
+	video    *clip    // nil when audio only
+	layers   [3]*clip // simulcast: q, h, f; nil without
 	audio    *clip
+	timeline *timeline
 	progress *progress
 	barriers map[string]*editBarrier // per room; read-only once the run starts
 }
@@ -212,6 +228,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if e.video, err = loadVP8(cfg.Video); err != nil {
 			return nil, err
 		}
+		if cfg.Simulcast {
+			for i, name := range [3]string{ClipLow, ClipMedium, ClipHigh} {
+				if e.layers[i], err = loadVP8(name); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	if cfg.Timeline != nil {
+		e.timeline = &timeline{w: cfg.Timeline}
 	}
 	if e.api, err = client.NewAPI(client.APIOptions{LoopbackOnly: *cfg.LoopbackOnly}); err != nil {
 		return nil, err
@@ -229,6 +255,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		e.barriers[room] = newEditBarrier(n)
 	}
 	start := time.Now()
+	if e.timeline != nil {
+		e.timeline.start = start
+	}
 	runCtx, cancel := context.WithDeadline(ctx, start.Add(cfg.Duration))
 	defer cancel()
 

@@ -341,7 +341,7 @@ func TestSendAndReceiveOverLoopback(t *testing.T) {
 		}
 	}()
 	start := time.Now()
-	sent := sendClip(ctx, video, track, extID, 0, 65000, 1, pr) // the sequence number wraps
+	sent := sendClip(ctx, video, track, sendOptions{absCaptureID: extID}, 0, 65000, 1, pr) // the sequence number wraps
 	elapsed := time.Since(start)
 	time.Sleep(200 * time.Millisecond) // let the last packets land
 	_ = recv.Close()

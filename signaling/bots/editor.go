@@ -88,7 +88,7 @@ type docMsg struct {
 // buffer of later edits), owned by one goroutine.
 type editor struct {
 	dc          *webrtc.DataChannel
-	text        []rune
+	text        *doc.Text
 	version     uint64
 	seq         uint64
 	outstanding doc.Op // sent, not acknowledged
@@ -114,7 +114,7 @@ func (ed *editor) flush() error {
 
 // edit applies a random local edit and submits or buffers it.
 func (ed *editor) edit(rng *rand.Rand) error {
-	n := len(ed.text)
+	n := ed.text.Len()
 	var op doc.Op
 	var err error
 	if n > 0 && (rng.IntN(5) < 2 || n > 2000) {
@@ -150,12 +150,7 @@ func randWord(rng *rand.Rand) string {
 }
 
 func (ed *editor) apply(op doc.Op) error {
-	s, err := doc.Apply(string(ed.text), op)
-	if err != nil {
-		return err
-	}
-	ed.text = []rune(s)
-	return nil
+	return ed.text.Apply(op)
 }
 
 // receive handles one message from the server.
@@ -282,7 +277,7 @@ func runEditor(ctx context.Context, e *env, spec botSpec, token string, res *bot
 	res.joined = true
 	res.joinTime = time.Since(dialStart)
 	e.progress.joined.Add(1)
-	ed := &editor{dc: dc, text: []rune(sn.Text), version: sn.Version, stats: st}
+	ed := &editor{dc: dc, text: doc.NewText(sn.Text), version: sn.Version, stats: st}
 
 	// Edit until ctx ends.
 	period := time.Duration(float64(time.Second) / e.cfg.EditRate)
@@ -314,7 +309,7 @@ editing:
 					continue
 				}
 			}
-			n := len(ed.text)
+			n := ed.text.Len()
 			a, h := rng.IntN(n+1), rng.IntN(n+1)
 			_ = cur.SendText(fmt.Sprintf(`{"version":%d,"anchor":%d,"head":%d}`, ed.version, a, h))
 		}
@@ -348,7 +343,7 @@ editing:
 			return err
 		}
 	}
-	st.final, st.version = string(ed.text), ed.version
+	st.final, st.version = ed.text.String(), ed.version
 	sn, err = hello(fctx)
 	if err != nil {
 		return err

@@ -92,6 +92,45 @@ func TestRunAgainstServer(t *testing.T) {
 		}
 	})
 
+	t.Run("simulcast with a maximum layer per subscriber", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+		defer cancel()
+		var top, low *Report
+		var errTop, errLow error
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			top, errTop = Run(ctx, Config{URL: base, Room: "sc", Publishers: 1, Subscribers: 1, Simulcast: true, Duration: 9 * time.Second})
+		}()
+		go func() {
+			defer wg.Done()
+			time.Sleep(500 * time.Millisecond) // the publisher first
+			low, errLow = Run(ctx, Config{URL: base, Room: "sc", Subscribers: 1, MaxLayer: "q", Duration: 8 * time.Second})
+		}()
+		wg.Wait()
+		if errTop != nil || errLow != nil {
+			t.Fatal(errTop, errLow)
+		}
+		for _, r := range []*Report{top, low} {
+			var out bytes.Buffer
+			_ = r.WriteText(&out)
+			t.Logf("\n%s", out.String())
+			if err := r.Err(); err != nil {
+				t.Fatal(err)
+			}
+			if r.EstKbps.P50 <= 0 || r.LossPct > 1 {
+				t.Errorf("estimate %+v, loss %.2f%%", r.EstKbps, r.LossPct)
+			}
+		}
+		if top.Layers.F < 5 || top.Layers.Q+top.Layers.H > 2 {
+			t.Errorf("the subscriber asking for f got %+v seconds", top.Layers)
+		}
+		if low.Layers.Q < 5 || low.Layers.F+low.Layers.H > 1.5 {
+			t.Errorf("the subscriber asking for q got %+v seconds", low.Layers)
+		}
+	})
+
 	t.Run("refused tokens fail the run", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()

@@ -24,6 +24,13 @@ const (
 	AudioClip    = "opus_48k.ogg"
 )
 
+// The clips of the simulcast layers q, h and f.
+const (
+	ClipLow    = "vp8_180p.ivf"
+	ClipMedium = "vp8_360p.ivf"
+	ClipHigh   = "vp8_720p.ivf"
+)
+
 // clip is a sample file parsed once into frames, shared read-only by every
 // publisher of a run.
 type clip struct {
@@ -110,4 +117,18 @@ func loadOpus(name string) (*clip, error) {
 		return nil, fmt.Errorf("bots: %s has no audio packets", name)
 	}
 	return c, nil
+}
+
+// nextKeyframe returns the index of the first keyframe at or after frame
+// i, wrapping to the start.
+func (c *clip) nextKeyframe(i int) int {
+	for _, k := range c.keyframes {
+		if k >= i {
+			return k
+		}
+	}
+	if len(c.keyframes) > 0 {
+		return c.keyframes[0]
+	}
+	return i
 }

@@ -7,13 +7,17 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/huddle-rtc/huddle/signaling/client"
+	"github.com/huddle-rtc/huddle/signaling/protocol"
 )
 
 // rtpMTU is the size of the RTP packets the packetizer makes (12-byte
@@ -40,25 +44,70 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 	res.joinTime = time.Since(dialStart)
 	e.progress.joined.Add(1)
 
+	// One source per RTP stream: the video (or its three simulcast
+	// layers) and the audio.
 	type source struct {
-		clip  *clip
-		track *webrtc.TrackLocalStaticRTP
+		clip   *clip
+		track  *webrtc.TrackLocalStaticRTP
+		pub    int // index of the published track
+		keyReq *atomic.Bool
 	}
 	var sources []source
 	var pub []client.PublishTrack
-	for _, cl := range []*clip{e.video, e.audio} {
-		if cl == nil {
-			continue
+	var layerSSRCs atomic.Pointer[map[uint32]*atomic.Bool]
+	onRTCP := func(pkts []rtcp.Packet) {
+		m := layerSSRCs.Load()
+		if m == nil {
+			return
 		}
-		kind := "a"
-		if cl.codec.MimeType == webrtc.MimeTypeVP8 {
-			kind = "v"
+		for _, p := range pkts {
+			var ssrc uint32
+			switch k := p.(type) {
+			case *rtcp.PictureLossIndication:
+				ssrc = k.MediaSSRC
+			case *rtcp.FullIntraRequest:
+				ssrc = k.MediaSSRC
+			default:
+				continue
+			}
+			if req := (*m)[ssrc]; req != nil {
+				req.Store(true)
+			}
 		}
-		tr, err := webrtc.NewTrackLocalStaticRTP(cl.codec, spec.identity+"-"+kind, spec.identity)
+	}
+	if e.video != nil {
+		id := spec.identity + "-v"
+		if e.layers[0] != nil {
+			var layers []webrtc.TrackLocal
+			var base *webrtc.TrackLocalStaticRTP
+			for i, cl := range e.layers {
+				tr, err := webrtc.NewTrackLocalStaticRTP(cl.codec, id, spec.identity, webrtc.WithRTPStreamID(layerName(i)))
+				if err != nil {
+					return fmt.Errorf("bots: %s: new track: %w", spec.identity, err)
+				}
+				sources = append(sources, source{cl, tr, len(pub), &atomic.Bool{}})
+				if i == 0 {
+					base = tr
+				} else {
+					layers = append(layers, tr)
+				}
+			}
+			pub = append(pub, client.PublishTrack{Track: base, Layers: layers, OnRTCP: onRTCP})
+		} else {
+			tr, err := webrtc.NewTrackLocalStaticRTP(e.video.codec, id, spec.identity)
+			if err != nil {
+				return fmt.Errorf("bots: %s: new track: %w", spec.identity, err)
+			}
+			sources = append(sources, source{e.video, tr, len(pub), &atomic.Bool{}})
+			pub = append(pub, client.PublishTrack{Track: tr, OnRTCP: onRTCP})
+		}
+	}
+	{
+		tr, err := webrtc.NewTrackLocalStaticRTP(e.audio.codec, spec.identity+"-a", spec.identity)
 		if err != nil {
 			return fmt.Errorf("bots: %s: new track: %w", spec.identity, err)
 		}
-		sources = append(sources, source{cl, tr})
+		sources = append(sources, source{e.audio, tr, len(pub), nil})
 		pub = append(pub, client.PublishTrack{Track: tr})
 	}
 	pctx, cancel := context.WithTimeout(ctx, e.cfg.JoinTimeout)
@@ -68,6 +117,19 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 		leave(ctx, c)
 		return fmt.Errorf("bots: %s: publish: %w", spec.identity, err)
 	}
+	// Keyframe requests name the SSRC of the layer they want.
+	reqs := map[uint32]*atomic.Bool{}
+	for _, s := range sources {
+		if s.keyReq == nil {
+			continue
+		}
+		for _, enc := range c.Sender(sids[s.pub]).GetParameters().Encodings {
+			if enc.RID == s.track.RID() {
+				reqs[uint32(enc.SSRC)] = s.keyReq
+			}
+		}
+	}
+	layerSSRCs.Store(&reqs)
 
 	// Sending stops at the end of the run, or when the server ends the
 	// session (bye, a dropped socket).
@@ -83,20 +145,32 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 		}
 		stopSend()
 	}()
-	var sent [2]sendCounts
+	sent := make([]sendCounts, len(sources))
 	for i, s := range sources {
-		extID := client.ExtensionID(c.Sender(sids[i]).GetParameters().HeaderExtensions, client.URIAbsCaptureTime)
+		params := c.Sender(sids[s.pub]).GetParameters()
+		o := sendOptions{
+			absCaptureID: client.ExtensionID(params.HeaderExtensions, client.URIAbsCaptureTime),
+			keyReq:       s.keyReq,
+		}
+		if rid := s.track.RID(); rid != "" {
+			o.midID = client.ExtensionID(params.HeaderExtensions, sdp.SDESMidURI)
+			o.ridID = client.ExtensionID(params.HeaderExtensions, sdp.SDESRTPStreamIDURI)
+			o.mid, o.rid = []byte(c.Mid(sids[s.pub])), []byte(rid)
+		}
 		first := 0
 		if n := len(s.clip.keyframes); n > 0 {
 			first = s.clip.keyframes[spec.rng.IntN(n)]
 		} else {
 			first = spec.rng.IntN(len(s.clip.frames))
 		}
+		if s.keyReq != nil && e.layers[0] != nil {
+			first = 0 // the layers start together
+		}
 		seq, ts := uint16(spec.rng.Uint32()), spec.rng.Uint32()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sent[i] = sendClip(sendCtx, s.clip, s.track, extID, first, seq, ts, e.progress)
+			sent[i] = sendClip(sendCtx, s.clip, s.track, o, first, seq, ts, e.progress)
 		}()
 	}
 	wg.Wait()
@@ -110,10 +184,36 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 
 type sendCounts struct{ packets, bytes uint64 }
 
+// layerName returns the rid of simulcast layer i (0, 1, 2).
+func layerName(i int) string {
+	switch i {
+	case 0:
+		return protocol.QualityLow
+	case 1:
+		return protocol.QualityMedium
+	case 2:
+		return protocol.QualityHigh
+	}
+	return ""
+}
+
+// sendOptions are the header extensions a stream's packets carry and how
+// it answers keyframe requests.
+type sendOptions struct {
+	absCaptureID uint8 // send time in abs-capture-time; 0: none
+	// midID and ridID, when not 0, put mid and rid on every packet (a
+	// simulcast layer: the server finds the layer by them).
+	midID, ridID uint8
+	mid, rid     []byte
+	// keyReq, when set by a keyframe request, makes the stream jump to a
+	// keyframe of the clip at its next frame.
+	keyReq *atomic.Bool
+}
+
 // sendClip packetizes the clip's frames from index first, paced at one
-// frame per frameDur, looping at the end, until ctx ends. Every packet
-// carries its send time in abs-capture-time when extID is not 0.
-func sendClip(ctx context.Context, cl *clip, track *webrtc.TrackLocalStaticRTP, extID uint8, first int, seq uint16, ts uint32, pr *progress) sendCounts {
+// frame per frameDur, looping at the end, until ctx ends.
+func sendClip(ctx context.Context, cl *clip, track *webrtc.TrackLocalStaticRTP, o sendOptions, first int, seq uint16, ts uint32, pr *progress) sendCounts {
+	extID := o.absCaptureID
 	var payloader rtp.Payloader = &codecs.OpusPayloader{}
 	if cl.codec.MimeType == webrtc.MimeTypeVP8 {
 		payloader = &codecs.VP8Payloader{EnablePictureID: true}
@@ -132,6 +232,9 @@ func sendClip(ctx context.Context, cl *clip, track *webrtc.TrackLocalStaticRTP, 
 			return n
 		case <-timer.C:
 		}
+		if o.keyReq != nil && o.keyReq.Swap(false) {
+			i = cl.nextKeyframe(i)
+		}
 		now := time.Now()
 		if extID != 0 {
 			binary.BigEndian.PutUint64(ext, ntpTime(now))
@@ -139,6 +242,11 @@ func sendClip(ctx context.Context, cl *clip, track *webrtc.TrackLocalStaticRTP, 
 		for _, p := range pz.Packetize(cl.frames[i], cl.samples) {
 			if extID != 0 {
 				if err := p.SetExtension(extID, ext); err != nil {
+					continue
+				}
+			}
+			if o.midID != 0 && o.ridID != 0 {
+				if p.SetExtension(o.midID, o.mid) != nil || p.SetExtension(o.ridID, o.rid) != nil {
 					continue
 				}
 			}

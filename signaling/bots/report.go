@@ -81,9 +81,45 @@ type Report struct {
 	EditOps   uint64     `json:"edit_ops,omitempty"`
 	EditAckMS *Quantiles `json:"edit_ack_ms,omitempty"`
 	Converged *bool      `json:"converged,omitempty"`
+	// Layers is the time the subscribers spent receiving each simulcast
+	// layer, summed over subscribers and video tracks, in seconds (told
+	// by the size of the keyframes received).
+	Layers LayerSeconds `json:"layers"`
+	// NACKs and PLIs are the retransmissions and keyframes the subscribers
+	// asked for, as the server counted them.
+	NACKs uint64 `json:"nacks"`
+	PLIs  uint64 `json:"plis"`
+	// EstKbps is over every bandwidth estimate the server reported to the
+	// subscribers.
+	EstKbps EstimateKbps `json:"est_kbps"`
+	// PerSubscriber is one line per subscriber (text report only).
+	PerSubscriber []SubscriberSummary `json:"-"`
 
 	// Errors lists the distinct failures, with how many bots had each.
 	Errors []string `json:"errors,omitempty"`
+}
+
+// LayerSeconds is time per simulcast layer, in seconds.
+type LayerSeconds struct {
+	Q float64 `json:"q"`
+	H float64 `json:"h"`
+	F float64 `json:"f"`
+}
+
+// EstimateKbps sums up bandwidth estimates, in kbit/s.
+type EstimateKbps struct {
+	P50 float64 `json:"p50"`
+	Min float64 `json:"min"`
+}
+
+// SubscriberSummary is what one subscriber received.
+type SubscriberSummary struct {
+	Bot     string
+	Layers  LayerSeconds
+	Last    string // the layer of its last keyframe; "" if none
+	NACKs   uint64
+	PLIs    uint64
+	EstKbps EstimateKbps
 }
 
 // Err is non-nil when any bot failed to join or any subscriber received
@@ -130,6 +166,14 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "  latency      p50 %.2f ms, p99 %.2f ms; jitter p50 %.2f ms, p99 %.2f ms\n",
 			r.LatencyMS.P50, r.LatencyMS.P99, r.JitterMS.P50, r.JitterMS.P99)
 	}
+	if r.Subscribers > 0 {
+		fmt.Fprintf(&b, "  layers       q %.1fs, h %.1fs, f %.1fs; nacks %d, plis %d; estimate p50 %.0f kbit/s, min %.0f\n",
+			r.Layers.Q, r.Layers.H, r.Layers.F, r.NACKs, r.PLIs, r.EstKbps.P50, r.EstKbps.Min)
+		for _, s := range r.PerSubscriber {
+			fmt.Fprintf(&b, "    %-12s on %-2s q %.1fs, h %.1fs, f %.1fs; nacks %d, plis %d; estimate p50 %.0f kbit/s, min %.0f\n",
+				s.Bot, orDash(s.Last), s.Layers.Q, s.Layers.H, s.Layers.F, s.NACKs, s.PLIs, s.EstKbps.P50, s.EstKbps.Min)
+		}
+	}
 	if r.Publishers > 0 {
 		fmt.Fprintf(&b, "  sent         %d packets, %.0f kbit/s\n", r.SentPackets, r.SentKbps)
 	}
@@ -156,6 +200,7 @@ func aggregate(cfg *Config, results []*botResult, elapsed time.Duration) *Report
 	var joins, firsts, jitters []time.Duration
 	var latency, acks histogram
 	converged := true
+	var allEst []int
 	var sentBytes uint64
 	errCount := map[string]int{}
 	for _, b := range results {
@@ -186,7 +231,17 @@ func aggregate(cfg *Config, results []*botResult, elapsed time.Duration) *Report
 			r.NoMedia++
 		}
 		b.sub.mu.Lock()
+		sum := SubscriberSummary{Bot: b.spec.identity, NACKs: b.sub.nacks, PLIs: b.sub.plis, EstKbps: estimates(b.sub.estKbps)}
+		allEst = append(allEst, b.sub.estKbps...)
+		r.NACKs += b.sub.nacks
+		r.PLIs += b.sub.plis
 		for _, t := range b.sub.tracks {
+			sum.Layers.Q += t.layers[0].Seconds()
+			sum.Layers.H += t.layers[1].Seconds()
+			sum.Layers.F += t.layers[2].Seconds()
+			if t.lastLayer >= 0 {
+				sum.Last = layerName(t.lastLayer)
+			}
 			r.Tracks++
 			r.RecvPackets += t.stats.Packets
 			r.RecvBytes += t.stats.Bytes
@@ -197,7 +252,13 @@ func aggregate(cfg *Config, results []*botResult, elapsed time.Duration) *Report
 			latency.merge(t.latency)
 		}
 		b.sub.mu.Unlock()
+		r.Layers.Q += sum.Layers.Q
+		r.Layers.H += sum.Layers.H
+		r.Layers.F += sum.Layers.F
+		r.PerSubscriber = append(r.PerSubscriber, sum)
 	}
+	r.EstKbps = estimates(allEst)
+	r.Layers = LayerSeconds{round(r.Layers.Q, 2), round(r.Layers.H, 2), round(r.Layers.F, 2)}
 	r.JoinMS = quantiles(joins)
 	r.FirstMediaMS = quantiles(firsts)
 	r.JitterMS = quantiles(jitters)
@@ -296,4 +357,21 @@ func (h *histogram) quantile(q float64) time.Duration {
 		}
 	}
 	return time.Duration(float64(histMin) * math.Pow(histGrowth, histBuckets))
+}
+
+// estimates returns the median and the least of kbps.
+func estimates(kbps []int) EstimateKbps {
+	if len(kbps) == 0 {
+		return EstimateKbps{}
+	}
+	s := slices.Clone(kbps)
+	slices.Sort(s)
+	return EstimateKbps{P50: float64(s[(len(s)-1)/2]), Min: float64(s[0])}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

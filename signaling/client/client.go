@@ -53,6 +53,9 @@ type Options struct {
 	LoopbackOnly bool
 	// ICEServers replaces the ice_servers of joined when not nil.
 	ICEServers []webrtc.ICEServer
+	// ICETransportPolicy is webrtc.ICETransportPolicyRelay to connect
+	// only through the TURN servers of ice_servers; zero means all.
+	ICETransportPolicy webrtc.ICETransportPolicy
 
 	// OnTrack is called, on its own goroutine, for every track the server
 	// sends. info.SID is the server track SID (from the offer's mids); the
@@ -68,6 +71,10 @@ type Options struct {
 	// server opens other than "data" (for example "doc" and "cursor"); the
 	// caller sets its handlers. Without it those channels are ignored.
 	OnChannel func(*webrtc.DataChannel)
+	// OnQuality is called, in the read loop, for every quality message
+	// (the room's and this participant's own, which carries Stats); it
+	// must not block.
+	OnQuality func(*protocol.Quality)
 
 	// EventBuffer is the size of the Events channel (default 256). When it
 	// is full, further events are dropped and counted (DroppedEvents).
@@ -78,6 +85,9 @@ type Options struct {
 	Header http.Header
 	// Logger gets debug and warning lines; nil discards them.
 	Logger *slog.Logger
+	// HeartbeatInterval is how often the client sends a presence
+	// heartbeat: 0 means every 15 s, a negative value never.
+	HeartbeatInterval time.Duration
 }
 
 // Client is one session in one room. Its methods are safe for concurrent
@@ -121,10 +131,11 @@ type Client struct {
 
 // reply is what the read loop hands to a waiting request.
 type reply struct {
-	joined *protocol.Joined
-	answer *protocol.SessionDescription
-	pong   *protocol.Ping
-	err    error // a *protocol.Error from the server, or a local failure
+	joined   *protocol.Joined
+	answer   *protocol.SessionDescription
+	pong     *protocol.Ping
+	presence *protocol.PresenceUpdate
+	err      error // a *protocol.Error from the server, or a local failure
 }
 
 // Dial connects to the server at rawURL (http(s)://host:port, or a
@@ -196,6 +207,12 @@ func Dial(ctx context.Context, rawURL, token string, opts Options) (*Client, err
 	if r.joined == nil {
 		_ = c.Close()
 		return nil, errors.New("client: join: no joined message")
+	}
+	if every := opts.HeartbeatInterval; every >= 0 {
+		if every == 0 {
+			every = protocol.HeartbeatInterval * time.Second
+		}
+		c.goOwned(func() { c.heartbeatLoop(every) })
 	}
 	return c, nil
 }
@@ -282,6 +299,13 @@ func (c *Client) Err() error {
 // error events.
 func (c *Client) Subscribe(sids ...string) error {
 	return c.send(protocol.Subscription{Envelope: c.envelope(protocol.TypeSubscribe), Tracks: sids})
+}
+
+// SetQuality changes subscriptions to video tracks: quality (q, h, f;
+// empty keeps it) is the highest simulcast layer wanted, paused (nil keeps
+// it) stops or resumes their media.
+func (c *Client) SetQuality(quality string, paused *bool, sids ...string) error {
+	return c.send(protocol.Subscription{Envelope: c.envelope(protocol.TypeSubscribe), Tracks: sids, Quality: quality, Paused: paused})
 }
 
 // Unsubscribe stops tracks.

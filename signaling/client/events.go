@@ -23,8 +23,10 @@ const TypeClientError = "client_error"
 //	track_published                          *protocol.TrackPublished
 //	track_unpublished                        *protocol.TrackUnpublished
 //	track_muted                              *protocol.TrackMuted
+//	quality                                  *protocol.Quality
 //	error                                    *protocol.Error (one no call was waiting for)
 //	bye                                      *protocol.Bye
+//	presence                                 *protocol.PresenceUpdate (pushed changes)
 //	client_error                             error
 type Event struct {
 	Type    string
@@ -160,6 +162,19 @@ func (c *Client) dispatch(raw []byte) {
 				c.tracks[m.Track] = t
 			}
 			c.mu.Unlock()
+			c.emit(Event{Type: env.Type, Message: m})
+		}
+	case protocol.TypePresence:
+		m := &protocol.PresenceUpdate{}
+		if c.decode(raw, m) && !c.resolve(m.ID, reply{presence: m}) {
+			c.emit(Event{Type: env.Type, Message: m})
+		}
+	case protocol.TypeQuality:
+		m := &protocol.Quality{}
+		if c.decode(raw, m) {
+			if c.opts.OnQuality != nil {
+				c.opts.OnQuality(m)
+			}
 			c.emit(Event{Type: env.Type, Message: m})
 		}
 	default:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/huddle-rtc/huddle/signaling/protocol"
@@ -20,6 +21,14 @@ type PublishTrack struct {
 	// camera for video and microphone for audio.
 	Source string
 	Muted  bool
+	// Layers are further simulcast encodings of Track (same id and stream
+	// id, each with its own rid, as Track has); see RTPSender.AddEncoding.
+	// The writer must put the mid and rid header extensions on packets
+	// (see Mid and the sender's parameters).
+	Layers []webrtc.TrackLocal
+	// OnRTCP, when set, gets the RTCP the server sends about this track
+	// (keyframe requests, receiver reports, REMB), on a client goroutine.
+	OnRTCP func([]rtcp.Packet)
 }
 
 // localTrack is one published track.
@@ -122,6 +131,23 @@ func (c *Client) Sender(sid string) *webrtc.RTPSender {
 	return nil
 }
 
+// Mid returns the mid of the published track sid's media section, or "".
+func (c *Client) Mid(sid string) string {
+	sender := c.Sender(sid)
+	c.mu.Lock()
+	t := c.pub
+	c.mu.Unlock()
+	if sender == nil || t == nil {
+		return ""
+	}
+	for _, tr := range t.pc.GetTransceivers() {
+		if tr.Sender() == sender {
+			return tr.Mid()
+		}
+	}
+	return ""
+}
+
 // publishTransport returns the publish transport, creating it on first use.
 func (c *Client) publishTransport() (*transport, error) {
 	c.mu.Lock()
@@ -166,14 +192,44 @@ func (c *Client) addLocal(t *transport, pt PublishTrack) (*localTrack, error) {
 		return nil, fmt.Errorf("client: publish %s track %q: %w", kind, pt.Track.ID(), err)
 	}
 	sender := tr.Sender()
+	for _, l := range pt.Layers {
+		if err := sender.AddEncoding(l); err != nil {
+			_ = t.pc.RemoveTrack(sender)
+			return nil, fmt.Errorf("client: publish %s track %q layer %q: %w", kind, pt.Track.ID(), l.RID(), err)
+		}
+	}
+	onRTCP := pt.OnRTCP
 	c.goOwned(func() {
 		buf := make([]byte, 1500)
 		for {
-			if _, _, err := sender.Read(buf); err != nil {
+			n, _, err := sender.Read(buf)
+			if err != nil {
 				return
+			}
+			if onRTCP == nil {
+				continue
+			}
+			if pkts, err := rtcp.Unmarshal(buf[:n]); err == nil {
+				onRTCP(pkts)
 			}
 		}
 	})
+	for _, l := range pt.Layers {
+		rid := l.RID()
+		c.goOwned(func() {
+			buf := make([]byte, 1500)
+			for {
+				n, _, err := sender.ReadSimulcast(buf, rid)
+				if err != nil {
+					return
+				}
+				pkts, err := rtcp.Unmarshal(buf[:n])
+				if err == nil && onRTCP != nil {
+					onRTCP(pkts)
+				}
+			}
+		})
+	}
 	lt := &localTrack{
 		info:   protocol.TrackInfo{CID: pt.Track.ID(), Kind: kind, Source: source, Muted: pt.Muted},
 		sender: sender,

@@ -219,6 +219,12 @@ type Candidate struct {
 type Subscription struct {
 	Envelope
 	Tracks []string `json:"tracks"`
+	// Quality, on subscribe, is the highest simulcast layer wanted: q, h
+	// or f (the default). Subscribing again to a track changes it.
+	Quality string `json:"quality,omitempty"`
+	// Paused, on subscribe, asks for no media of these video tracks for
+	// now (a hidden tile) while keeping the subscription; false resumes.
+	Paused *bool `json:"paused,omitempty"`
 }
 
 // Mute mutes or unmutes one of one's own tracks.
@@ -336,4 +342,159 @@ func Decode(raw []byte) (Envelope, error) {
 		return e, err
 	}
 	return e, nil
+}
+
+// Presence (PROTOCOL.md, "Presence"). Client to server: heartbeat,
+// activity, status, and presence as a query. Server to client: presence,
+// with the people it concerns (a push when someone changes, or the reply to
+// a query, which echoes its id).
+const (
+	TypeHeartbeat = "heartbeat"
+	TypeActivity  = "activity"
+	TypeStatus    = "status"
+	TypePresence  = "presence"
+)
+
+// Presence states and well-known activities.
+const (
+	PresenceOnline  = "online"
+	PresenceBusy    = "busy"
+	PresenceAway    = "away"
+	PresenceOffline = "offline"
+
+	ActivityInCall        = "in_call"
+	ActivityEditing       = "editing"
+	ActivityScreenSharing = "screen_sharing"
+	ActivityIdle          = "idle"
+)
+
+// HeartbeatInterval is how often clients should send heartbeat.
+const HeartbeatInterval = 15 // seconds
+
+// MaxPresenceQuery is the most identities one presence query may name.
+const MaxPresenceQuery = 100
+
+// Activity reports what this session is doing (in_call, editing,
+// screen_sharing, idle, or another short string; empty for nothing).
+type Activity struct {
+	Envelope
+	Activity string `json:"activity"`
+}
+
+// Status sets the person's explicit status for all their sessions: State
+// busy or away is kept while they are active anywhere; empty or online lets
+// their activity decide. Text is a free status text (at most 140
+// characters).
+type Status struct {
+	Envelope
+	State string `json:"state,omitempty"`
+	Text  string `json:"text,omitempty"`
+}
+
+// PresenceQuery asks for the presence of Identities, or, when none are
+// named, of everyone in Room (default: one's own room).
+type PresenceQuery struct {
+	Envelope
+	Identities []string `json:"identities,omitempty"`
+	Room       string   `json:"room,omitempty"`
+}
+
+// Person is one person's merged presence.
+type Person struct {
+	Identity string   `json:"identity"`
+	State    string   `json:"state"` // online, busy, away or offline
+	Text     string   `json:"text,omitempty"`
+	Activity string   `json:"activity,omitempty"`
+	Rooms    []string `json:"rooms,omitempty"`
+	Sessions int      `json:"sessions"`
+	LastSeen int64    `json:"last_seen,omitempty"` // Unix milliseconds
+	Version  uint64   `json:"version"`
+}
+
+// PresenceUpdate carries people's presence from the server.
+type PresenceUpdate struct {
+	Envelope
+	People []Person `json:"people"`
+}
+
+// Cluster mode (PROTOCOL.md, "Redirects").
+const (
+	// TypeRedirect, server to client, answers a join on a node that does
+	// not serve the room, or moves a joined session (drain, lost lease):
+	// the client connects to URL and joins again with the same token.
+	TypeRedirect = "redirect"
+	// CodeUnavailable refuses a join the cluster cannot place now (no
+	// live node, the shared store unreachable); retry with backoff.
+	CodeUnavailable = "unavailable"
+)
+
+// Redirect sends the client to the node that serves its room.
+type Redirect struct {
+	Envelope
+	// URL is the base URL of the node (http or https; the client derives
+	// its /ws address as from any server URL).
+	URL  string `json:"url"`
+	Room string `json:"room"`
+	// Reason is "placement" (answer to join), "drain" or "moved".
+	Reason string `json:"reason"`
+}
+
+// Simulcast qualities (layers), lowest first: the rid each layer is sent
+// with.
+const (
+	QualityLow    = "q"
+	QualityMedium = "h"
+	QualityHigh   = "f"
+)
+
+// TypeQuality is the server's connection quality message.
+const TypeQuality = "quality"
+
+// Connection quality levels, best first.
+const (
+	LevelExcellent = "excellent"
+	LevelGood      = "good"
+	LevelPoor      = "poor"
+	LevelLost      = "lost"
+)
+
+// MediaQuality is the quality of one kind of media of a participant.
+type MediaQuality struct {
+	Score float64 `json:"score"` // 1 to 5, MOS-like
+	Level string  `json:"level"` // excellent, good, poor or lost
+}
+
+// Quality reports a participant's connection quality, to the participant
+// and to the room, about every 2 s and only when it changed.
+type Quality struct {
+	Envelope
+	Participant string        `json:"participant"` // SID
+	Identity    string        `json:"identity"`
+	Score       float64       `json:"score"` // the lower of audio and video
+	Level       string        `json:"level"`
+	Audio       *MediaQuality `json:"audio,omitempty"`
+	Video       *MediaQuality `json:"video,omitempty"`
+	// Stats is only in the copy sent to the participant itself.
+	Stats *ConnectionStats `json:"stats,omitempty"`
+}
+
+// ConnectionStats is what the server measures of one participant's
+// downlink (what it receives).
+type ConnectionStats struct {
+	// EstimateKbps is the server's estimate of the bandwidth towards the
+	// participant (GCC from transport-wide feedback), kbit/s.
+	EstimateKbps int `json:"est_kbps"`
+	// NACKs is how many packets the participant asked to be resent;
+	// PLIs how many keyframes it asked for (PLI and FIR), in all.
+	NACKs uint64 `json:"nacks"`
+	PLIs  uint64 `json:"plis"`
+	// Layers maps each received simulcast video track to the layer it
+	// gets (q, h or f; "" while switching on or paused).
+	Layers map[string]string `json:"layers,omitempty"`
+	// AudioOnly lists video tracks withheld because the estimate is
+	// below the configured floor (tracks without simulcast).
+	AudioOnly []string `json:"audio_only,omitempty"`
+	LossPct   float64  `json:"loss_pct"` // latest receiver reports
+	RTTMs     float64  `json:"rtt_ms"`
+	JitterMs  float64  `json:"jitter_ms"`
 }

@@ -1,0 +1,255 @@
+package rooms
+
+import (
+	"maps"
+	"math"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/huddle-rtc/huddle/quality"
+	"github.com/huddle-rtc/huddle/sfu"
+	"github.com/huddle-rtc/huddle/signaling/protocol"
+)
+
+// QualityInterval is how often connection quality is measured; a quality
+// message goes out only when it changed.
+const QualityInterval = 2 * time.Second
+
+// startQuality starts the room's quality reports; stopQuality (when the
+// room ends) stops them. The registry waits for the goroutine.
+func (rm *Room) startQuality() {
+	rm.qualityQuit = make(chan struct{})
+	rm.reg.wg.Add(1)
+	go func() {
+		defer rm.reg.wg.Done()
+		rm.runQuality(rm.qualityQuit)
+	}()
+}
+
+func (rm *Room) stopQuality() {
+	if rm.qualityQuit != nil {
+		close(rm.qualityQuit)
+	}
+}
+
+// partQuality is what the quality loop remembers of one participant.
+type partQuality struct {
+	prev     map[*sfu.DownTrack][2]uint64 // packets and bytes at the last tick
+	sentRoom protocol.Quality             // the last message to the room
+	sentSelf protocol.Quality             // the last message to the participant
+	selfStat protocol.ConnectionStats
+}
+
+func (rm *Room) runQuality(quit <-chan struct{}) {
+	t := time.NewTicker(QualityInterval)
+	defer t.Stop()
+	state := map[*Participant]*partQuality{}
+	last := time.Now()
+	for {
+		select {
+		case <-quit:
+			return
+		case now := <-t.C:
+			rm.reportQuality(now, now.Sub(last), state)
+			last = now
+		}
+	}
+}
+
+// Quality returns the latest quality measured of every participant of the
+// room, by SID (for the dashboard and /metrics).
+func (rm *Room) Quality() map[string]protocol.Quality {
+	rm.qualityMu.Lock()
+	defer rm.qualityMu.Unlock()
+	return maps.Clone(rm.latest)
+}
+
+// reportQuality scores each participant's downlink from what the server
+// sent it and what its receiver reports say, and tells the participant
+// and the room when it changed.
+func (rm *Room) reportQuality(now time.Time, elapsed time.Duration, state map[*Participant]*partQuality) {
+	rm.mu.Lock()
+	parts := make([]*Participant, 0, len(rm.participants))
+	for _, p := range rm.participants {
+		parts = append(parts, p)
+	}
+	rm.mu.Unlock()
+	latest := make(map[string]protocol.Quality, len(parts))
+	live := map[*Participant]bool{}
+	for _, p := range parts {
+		live[p] = true
+		pq := state[p]
+		if pq == nil {
+			pq = &partQuality{prev: map[*sfu.DownTrack][2]uint64{}}
+			state[p] = pq
+		}
+		q, ok := measure(p, pq, now, elapsed)
+		if !ok {
+			continue
+		}
+		latest[p.info.SID] = q
+		self := q
+		self.Stats = &pq.selfStat
+		if changed(pq.sentRoom, q) {
+			pq.sentRoom = q
+			msg := q
+			rm.mu.Lock()
+			for _, o := range rm.participants {
+				if o != p {
+					o.sink.Send(&msg)
+				}
+			}
+			rm.mu.Unlock()
+		}
+		if changed(pq.sentSelf, q) || !statsEqual(pq.sentSelf.Stats, self.Stats) {
+			st := *self.Stats
+			st.Layers = maps.Clone(st.Layers)
+			self.Stats = &st
+			pq.sentSelf = self
+			msg := self
+			p.sink.Send(&msg)
+		}
+	}
+	for p := range state {
+		if !live[p] {
+			delete(state, p)
+		}
+	}
+	rm.qualityMu.Lock()
+	rm.latest = latest
+	rm.qualityMu.Unlock()
+}
+
+// measure scores one participant's downlink over the last interval; false
+// when it receives nothing.
+func measure(p *Participant, pq *partQuality, now time.Time, elapsed time.Duration) (protocol.Quality, bool) {
+	downs := p.peer.DownTracks()
+	var audio, video *quality.Sample
+	audioMOS, videoMOS := 5.0, 5.0
+	st := protocol.ConnectionStats{EstimateKbps: p.peer.Estimate() / 1000, Layers: map[string]string{}}
+	seen := map[*sfu.DownTrack]bool{}
+	for _, d := range downs {
+		seen[d] = true
+		packets, bytes, nacks, plis := d.Stats()
+		prev := pq.prev[d]
+		pq.prev[d] = [2]uint64{packets, bytes}
+		st.NACKs += nacks
+		st.PLIs += plis
+		up := d.UpTrack()
+		info := up.Info()
+		if info.Kind == webrtc.RTPCodecTypeVideo && up.Simulcast() {
+			st.Layers[info.SID] = layerName(d.CurrentLayer())
+		}
+		if info.Kind == webrtc.RTPCodecTypeVideo && !up.Simulcast() && d.TargetLayer() < 0 && d.MaxLayer() >= 0 && !d.Paused() && p.peer.Limited() {
+			st.AudioOnly = append(st.AudioOnly, info.SID)
+		}
+		if up.Muted() || d.Paused() {
+			continue
+		}
+		rates := up.LayerBitrates(now)
+		expected := 0
+		if info.Kind == webrtc.RTPCodecTypeVideo {
+			for l := min(d.MaxLayer(), len(rates)-1); l >= 0; l-- {
+				if rates[l] > 0 {
+					expected = rates[l]
+					break
+				}
+			}
+		} else {
+			expected = rates[0]
+		}
+		if expected == 0 {
+			continue // the publisher sends nothing now
+		}
+		rr := d.ReceiverStats()
+		s := quality.Sample{
+			ExpectedKbps:  float64(expected) / 1000,
+			DeliveredKbps: float64(bytes-prev[1]) * 8 / 1000 / max(elapsed.Seconds(), 0.001),
+			Packets:       int(packets - prev[0]),
+		}
+		if now.Sub(rr.At) < 3*QualityInterval {
+			s.LossFraction = rr.FractionLost
+			s.JitterMS = float64(rr.Jitter) / float64(time.Millisecond)
+			s.RTTMS = float64(rr.RTT) / float64(time.Millisecond)
+		}
+		st.LossPct = math.Max(st.LossPct, round1(100*s.LossFraction))
+		st.JitterMs = math.Max(st.JitterMs, round1(s.JitterMS))
+		st.RTTMs = math.Max(st.RTTMs, round1(s.RTTMS))
+		if info.Kind == webrtc.RTPCodecTypeAudio {
+			if m := quality.AudioMOS(s); audio == nil || m < audioMOS {
+				audio, audioMOS = &s, m
+			}
+		} else if m := quality.VideoMOS(s); video == nil || m < videoMOS {
+			video, videoMOS = &s, m
+		}
+	}
+	for d := range pq.prev {
+		if !seen[d] {
+			delete(pq.prev, d)
+		}
+	}
+	pq.selfStat = st
+	if audio == nil && video == nil {
+		return protocol.Quality{}, false
+	}
+	q := protocol.Quality{
+		Envelope:    protocol.Envelope{Type: protocol.TypeQuality},
+		Participant: p.info.SID,
+		Identity:    p.info.Identity,
+		Score:       5,
+	}
+	if audio != nil {
+		q.Audio = &protocol.MediaQuality{Score: round1(audioMOS), Level: string(quality.LevelOf(audioMOS, audio.Packets))}
+		q.Score, q.Level = q.Audio.Score, q.Audio.Level
+	}
+	if video != nil {
+		q.Video = &protocol.MediaQuality{Score: round1(videoMOS), Level: string(quality.LevelOf(videoMOS, video.Packets))}
+		if q.Video.Score < q.Score || q.Audio == nil {
+			q.Score, q.Level = q.Video.Score, q.Video.Level
+		}
+	}
+	return q, true
+}
+
+// changed reports whether a quality message says something new: another
+// level, or a score that moved by at least 0.3.
+func changed(old, q protocol.Quality) bool {
+	lv := func(m *protocol.MediaQuality) string {
+		if m == nil {
+			return ""
+		}
+		return m.Level
+	}
+	sc := func(m *protocol.MediaQuality) float64 {
+		if m == nil {
+			return 0
+		}
+		return m.Score
+	}
+	return old.Level != q.Level || lv(old.Audio) != lv(q.Audio) || lv(old.Video) != lv(q.Video) ||
+		math.Abs(old.Score-q.Score) >= 0.3 || math.Abs(sc(old.Audio)-sc(q.Audio)) >= 0.3 || math.Abs(sc(old.Video)-sc(q.Video)) >= 0.3
+}
+
+func statsEqual(a, b *protocol.ConnectionStats) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.EstimateKbps == b.EstimateKbps && a.NACKs == b.NACKs && a.PLIs == b.PLIs && maps.Equal(a.Layers, b.Layers) &&
+		len(a.AudioOnly) == len(b.AudioOnly) && a.LossPct == b.LossPct && a.RTTMs == b.RTTMs && a.JitterMs == b.JitterMs
+}
+
+func round1(v float64) float64 { return math.Round(v*10) / 10 }
+
+// layerName returns the rid of a simulcast layer, "" for none.
+func layerName(l int) string {
+	switch l {
+	case sfu.LayerLow:
+		return protocol.QualityLow
+	case sfu.LayerMedium:
+		return protocol.QualityMedium
+	case sfu.LayerHigh:
+		return protocol.QualityHigh
+	}
+	return ""
+}

@@ -1,0 +1,116 @@
+package sfu
+
+import (
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/interceptor/pkg/cc"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/huddle-rtc/huddle/quality"
+)
+
+// allocTick is how often a subscriber's layers are chosen again.
+const allocTick = 250 * time.Millisecond
+
+// congestionLoss is the receiver-reported loss fraction that counts as
+// congestion.
+const congestionLoss = 0.1
+
+// downlink is what the allocator of one subscriber measured last, for
+// statistics.
+type downlink struct {
+	estimate atomic.Int64 // bits/s; 0 unknown
+	limited  atomic.Bool
+}
+
+// Estimate returns the latest bandwidth estimate towards this participant
+// (GCC from TWCC feedback) in bits/s, 0 when unknown.
+func (p *Peer) Estimate() int { return int(p.down.estimate.Load()) }
+
+// Limited reports whether the estimate keeps some video below what was
+// asked for.
+func (p *Peer) Limited() bool { return p.down.limited.Load() }
+
+// runAllocator chooses, every allocTick until quit closes, the layer each
+// subscribed video track is sent at, from the bandwidth estimate.
+func (p *Peer) runAllocator(bwe cc.BandwidthEstimator, quit <-chan struct{}) {
+	t := time.NewTicker(allocTick)
+	defer t.Stop()
+	a := quality.NewAllocator(p.engine.alloc)
+	var st allocState
+	for {
+		select {
+		case <-quit:
+			return
+		case now := <-t.C:
+			p.allocate(now, bwe, a, &st)
+		}
+	}
+}
+
+type allocState struct {
+	lastEst    int
+	lastReport time.Time
+	downs      []*DownTrack
+	tracks     []quality.Track
+}
+
+func (p *Peer) allocate(now time.Time, bwe cc.BandwidthEstimator, a *quality.Allocator, st *allocState) {
+	st.downs = st.downs[:0]
+	p.mu.Lock()
+	for _, s := range p.downs {
+		st.downs = append(st.downs, s.down)
+	}
+	p.mu.Unlock()
+	slices.SortFunc(st.downs, func(x, y *DownTrack) int {
+		switch {
+		case x.id < y.id:
+			return -1
+		case x.id > y.id:
+			return 1
+		}
+		return 0
+	})
+	est := 0
+	if bwe != nil {
+		est = bwe.GetTargetBitrate()
+	}
+	congested := st.lastEst > 0 && est < st.lastEst*95/100
+	st.lastEst = est
+	other := 0
+	video := st.downs[:0:0]
+	st.tracks = st.tracks[:0]
+	for _, d := range st.downs {
+		if rr := d.ReceiverStats(); rr.At.After(st.lastReport) && rr.FractionLost > congestionLoss {
+			congested = true
+		}
+		rates := d.up.LayerBitrates(now)
+		if d.up.info.Kind != webrtc.RTPCodecTypeVideo {
+			other += rates[0]
+			continue
+		}
+		video = append(video, d)
+		t := quality.Track{Max: d.MaxLayer()}
+		if d.Paused() {
+			t.Max = -1
+		}
+		copy(t.Bitrates[:], rates[:])
+		st.tracks = append(st.tracks, t)
+	}
+	st.lastReport = now
+	dec := a.Update(now, est, congested, st.tracks, other)
+	p.down.estimate.Store(int64(est))
+	p.down.limited.Store(dec.Limited)
+	probeSet := false
+	for i, d := range video {
+		d.SetTargetLayer(dec.Layers[i])
+		if dec.ProbeBps > 0 && !probeSet && dec.Layers[i] >= 0 {
+			d.Probe(int64(dec.ProbeBps) * int64(allocTick) / int64(time.Second) / 8)
+			probeSet = true
+		} else {
+			d.Probe(0)
+		}
+	}
+}

@@ -1,0 +1,70 @@
+package sfu
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtcp"
+)
+
+// receiverReport keeps the latest receiver report a subscriber sent for
+// one down-track.
+type receiverReport struct {
+	fractionLost atomic.Uint32 // of 256, since the previous report
+	totalLost    atomic.Uint32
+	jitter       atomic.Uint32 // RTP timestamp units
+	rtt          atomic.Int64  // ns; 0 when unknown
+	at           atomic.Int64  // Unix ns of the latest report
+}
+
+// ReceiverStats is what a subscriber's receiver reports say about one
+// down-track.
+type ReceiverStats struct {
+	FractionLost float64       // 0..1, over the latest report's interval
+	TotalLost    uint32        // cumulative
+	Jitter       time.Duration // interarrival jitter
+	RTT          time.Duration // from the report's LSR and DLSR; 0 when unknown
+	At           time.Time     // when the latest report arrived; zero if none
+}
+
+// update records r, received at now. RTT is now minus the send time of
+// the sender report it echoes (LSR) minus the receiver's delay (DLSR).
+func (rr *receiverReport) update(r rtcp.ReceptionReport, now time.Time) {
+	rr.fractionLost.Store(uint32(r.FractionLost))
+	rr.totalLost.Store(r.TotalLost)
+	rr.jitter.Store(r.Jitter)
+	rr.at.Store(now.UnixNano())
+	if r.LastSenderReport != 0 {
+		mid := uint32(ntpTime(now) >> 16)
+		if d := int64(mid - r.LastSenderReport - r.Delay); d > 0 && d < 10*65536 {
+			rr.rtt.Store(d * int64(time.Second) / 65536)
+		}
+	}
+}
+
+// ntpEpochOffset is the number of seconds from 1900 (NTP) to 1970 (Unix).
+const ntpEpochOffset = 2208988800
+
+// ntpTime returns t as a 64-bit NTP timestamp.
+func ntpTime(t time.Time) uint64 {
+	ns := t.UnixNano()
+	secs := uint64(ns/1e9) + ntpEpochOffset
+	frac := (uint64(ns%1e9) << 32) / 1e9
+	return secs<<32 | frac
+}
+
+// ReceiverStats returns the latest receiver report of this down-track.
+func (d *DownTrack) ReceiverStats() ReceiverStats {
+	s := ReceiverStats{
+		FractionLost: float64(d.rr.fractionLost.Load()) / 256,
+		TotalLost:    d.rr.totalLost.Load(),
+		RTT:          time.Duration(d.rr.rtt.Load()),
+	}
+	if c := d.clockRate(); c > 0 {
+		s.Jitter = time.Duration(uint64(d.rr.jitter.Load()) * uint64(time.Second) / uint64(c))
+	}
+	if at := d.rr.at.Load(); at != 0 {
+		s.At = time.Unix(0, at)
+	}
+	return s
+}

@@ -1,0 +1,94 @@
+package sfu
+
+// vp8Descriptor locates the fields of a VP8 payload descriptor (RFC 7741
+// §4.2) that a layer switch rewrites.
+type vp8Descriptor struct {
+	size     int  // bytes of descriptor before the VP8 payload header
+	picIDOff int  // offset of the picture id; 0 when absent
+	picIDLen int  // 1 (7-bit) or 2 (15-bit) bytes; 0 when absent
+	tl0Off   int  // offset of TL0PICIDX; 0 when absent
+	start    bool // S bit with partition index 0: the first packet of a frame
+	keyframe bool // the first packet of a key frame
+}
+
+// parseVP8 parses the descriptor at the start of a VP8 RTP payload. It
+// reports false when the payload is too short for what the descriptor
+// announces.
+func parseVP8(b []byte, d *vp8Descriptor) bool {
+	*d = vp8Descriptor{}
+	if len(b) < 1 {
+		return false
+	}
+	i := 1
+	if b[0]&0x80 != 0 { // X: extended control bits
+		if len(b) < 2 {
+			return false
+		}
+		x := b[1]
+		i = 2
+		if x&0x80 != 0 { // I: picture id
+			if len(b) <= i {
+				return false
+			}
+			d.picIDOff = i
+			d.picIDLen = 1
+			if b[i]&0x80 != 0 {
+				d.picIDLen = 2
+			}
+			i += d.picIDLen
+		}
+		if x&0x40 != 0 { // L: TL0PICIDX
+			if len(b) <= i {
+				return false
+			}
+			d.tl0Off = i
+			i++
+		}
+		if x&0x30 != 0 { // T or K: TID/Y/KEYIDX
+			i++
+		}
+	}
+	if len(b) < i {
+		return false
+	}
+	d.size = i
+	d.start = b[0]&0x10 != 0 && b[0]&0x07 == 0
+	// The P bit of the VP8 payload header is 0 for key frames.
+	d.keyframe = d.start && len(b) > i && b[i]&0x01 == 0
+	return true
+}
+
+// vp8PictureID returns the picture id and its modulus (128 or 32768).
+func vp8PictureID(b []byte, d *vp8Descriptor) (id, mod int) {
+	if d.picIDLen == 1 {
+		return int(b[d.picIDOff] & 0x7f), 1 << 7
+	}
+	return int(b[d.picIDOff]&0x7f)<<8 | int(b[d.picIDOff+1]), 1 << 15
+}
+
+// isH264Keyframe reports whether an H.264 RTP payload (RFC 6184) starts
+// an IDR picture or carries a sequence parameter set.
+func isH264Keyframe(b []byte) bool {
+	if len(b) < 1 {
+		return false
+	}
+	switch nal := b[0] & 0x1f; nal {
+	case 5, 7:
+		return true
+	case 24: // STAP-A: NAL units with 16-bit sizes
+		for i := 1; i+2 < len(b); {
+			size := int(b[i])<<8 | int(b[i+1])
+			i += 2
+			if i >= len(b) {
+				return false
+			}
+			if t := b[i] & 0x1f; t == 5 || t == 7 {
+				return true
+			}
+			i += size
+		}
+	case 28: // FU-A: start bit and the fragmented type
+		return len(b) > 1 && b[1]&0x80 != 0 && b[1]&0x1f == 5
+	}
+	return false
+}
