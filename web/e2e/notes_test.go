@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 )
@@ -244,6 +245,41 @@ func TestNotes(t *testing.T) {
 		t.Fatalf("after the reloads the text is %q; want %q", got, accepted)
 	}
 	t.Logf("edits made just before two reloads landed exactly once")
+
+	// Ada types through an input method (a composition) at the end while
+	// Bob types at the start: her textarea is left alone while she
+	// composes, then both edits meet.
+	if _, err := eval[bool](tabA, `(window.huddle.doc.showTab('notes'), true)`); err != nil {
+		t.Fatalf("tab Ada: notes tab: %v", err)
+	}
+	moveCaret(t, tabA, kb.End)
+	ime := func(text string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(tabA.ctx, 20*time.Second)
+		defer cancel()
+		n := int64(len([]rune(text)))
+		if _, err := chromedp.Call(ctx, input.ImeSetComposition, input.ImeSetCompositionParams{Text: text, SelectionStart: n, SelectionEnd: n}); err != nil {
+			t.Fatalf("tab Ada: compose %q: %v", text, err)
+		}
+	}
+	ime("に")
+	ime("にほ")
+	moveCaret(t, tabB, kb.Home)
+	typeKeys(t, tabB, "IME! ")
+	waitFor(t, tabA, "Bob's edit reached Ada's document while she composes", 20*time.Second,
+		`window.huddle.doc.text.startsWith('IME! ') && document.getElementById('doc-text').value.endsWith('にほ') && !document.getElementById('doc-text').value.startsWith('IME! ')`)
+	{
+		ctx, cancel := context.WithTimeout(tabA.ctx, 20*time.Second)
+		if _, err := chromedp.Call(ctx, input.InsertText, input.InsertTextParams{Text: "日本"}); err != nil {
+			t.Fatalf("tab Ada: commit the composition: %v", err)
+		}
+		cancel()
+	}
+	accepted = "IME! " + accepted + "日本"
+	if got := waitSame(t, 20*time.Second, tabA, tabB, tabC); got != accepted {
+		t.Fatalf("after the composition the text is %q; want %q", got, accepted)
+	}
+	t.Logf("a composition concurrent with another's typing converged")
 	t.Logf("comment, reply, resolve, suggest and accept reached every tab; total %v", time.Since(start).Round(time.Millisecond))
 }
 
