@@ -139,9 +139,20 @@ export function mountComments({ session, ta, canEdit, canSuggest, me, toast, sho
   }
 
   function drawSuggestion(x) {
-    const parts = describe(x.op, session.text);
+    const text = session.text;
+    // What is deleted reads before what is inserted in its place.
+    const parts = describe(x.op, text).sort((a, b) => a.at - b.at || (a.kind === 'del' ? -1 : 1));
     const body = el('div', { class: 'change' });
-    for (const p of parts) body.append(el(p.kind, { textContent: clip(p.text, 200) || ' ' }));
+    if (parts.length) {
+      const cps = [...text];
+      const first = parts[0].at;
+      const last = parts.reduce((m, p) => Math.max(m, p.kind === 'del' ? p.at + [...p.text].length : p.at), 0);
+      const before = cps.slice(Math.max(0, first - 24), first).join('');
+      const after = cps.slice(last, last + 24).join('');
+      body.append(el('span', { class: 'ctx', textContent: (first > 24 ? '…' : '') + before }));
+      for (const p of parts) body.append(el(p.kind, { textContent: clip(p.text, 200) || ' ' }));
+      body.append(el('span', { class: 'ctx', textContent: after + (last + 24 < cps.length ? '…' : '') }));
+    }
     const mine = x.client === me();
     const at = parts.length ? parts[0].at : 0;
     return el(

@@ -443,7 +443,9 @@ export function diff(a, b) {
 /**
  * Client is the state machine of one editor, the model of Google Docs and
  * ot.js: it has at most one request in flight and buffers later local
- * edits, composed, until the ack.
+ * edits, composed, until the ack. It works on an abstract feed of entries;
+ * the call page uses doc.js's DocSession, the same machine over the real
+ * doc channel messages (ack, op, snapshots, reconnects, comments).
  *
  *   synchronized        nothing in flight
  *   awaitingAck         one request sent (outstanding)

@@ -204,6 +204,10 @@ func TestNotes(t *testing.T) {
 		t.Fatalf("tab Bob: suggest: %v", err)
 	}
 	waitFor(t, tabA, "Bob's suggestion listed", 20*time.Second, `(() => { const li = document.querySelector('#doc-comments-list li.suggestion'); return li && li.querySelector('del')?.textContent === 'first' && li.querySelector('ins')?.textContent === 'second'; })()`)
+	waitFor(t, tabC, "the suggested deletion drawn in the text", 20*time.Second, `[...document.querySelectorAll('#doc-overlay mark.del')].some(m => m.textContent === 'first') && document.querySelector('#doc-overlay .ins')`)
+	if dir := os.Getenv("HUDDLE_E2E_SCREENSHOTS"); dir != "" {
+		b.screenshots(t, dir+"/suggest")
+	}
 	if _, err := eval[bool](tabA, `([...document.querySelectorAll('#doc-comments-list li.suggestion button')].find(b => b.textContent === 'Accept').click(), true)`); err != nil {
 		t.Fatalf("tab Ada: accept: %v", err)
 	}
