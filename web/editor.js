@@ -534,7 +534,19 @@ export function mountDoc(client, { toast = () => {} } = {}) {
     historyTimer = setTimeout(() => session.requestHistory(), 400);
   }
 
-  const actionText = { edit: 'edited', undo: 'undid an edit', redo: 'redid an edit', restore: 'restored' };
+  const actionText = {
+    edit: 'edited',
+    undo: 'undid an edit',
+    redo: 'redid an edit',
+    restore: 'restored',
+    comment: 'commented',
+    reply: 'replied to a comment',
+    resolve: 'resolved a comment',
+    reopen: 'reopened a comment',
+    suggest: 'suggested a change',
+    accept: 'accepted a suggestion',
+    reject: 'rejected a suggestion',
+  };
   function author(clientId) {
     const identity = clientId.includes('/') ? clientId.slice(0, clientId.indexOf('/')) : null;
     if (identity !== null && identity === client.you?.identity) return 'You';
