@@ -22,6 +22,8 @@ import { LEFT, RIGHT, Builder, apply, compose, transform, invert, transformPosit
 const LOG_KEEP = 500;
 /** How long a request may wait for its answer before the session resyncs. */
 export const STALL_MS = 10000;
+/** How soon local edits between requests are saved to session storage. */
+const SAVE_MS = 300;
 /** Bytes kept free in a submit message for everything but the inserted text. */
 const ENVELOPE = 256;
 
@@ -218,7 +220,19 @@ export class DocSession extends Emitter {
     }
   }
 
+  /**
+   * saveSoon saves within SAVE_MS: local edits between two requests (which
+   * are saved at once, with their seq) are not worth a storage write per
+   * keystroke. The page calls save() itself when it goes away (pagehide).
+   */
+  saveSoon() {
+    if (!this.storage || this.saveTimer) return;
+    this.saveTimer = setTimeout(() => this.save(), SAVE_MS);
+  }
+
   save() {
+    clearTimeout(this.saveTimer);
+    this.saveTimer = 0;
     if (!this.storage) return;
     const rec = { clientId: this.clientId, seq: this.seq };
     if (this.outstanding || this.queue.length) {
@@ -486,7 +500,7 @@ export class DocSession extends Emitter {
     this.text = apply(this.text, op);
     this.emit('change', { op, origin: m.action === 'edit' ? 'remote' : m.action, client: m.client, mine });
     if (mine) this.afterAnswer();
-    else this.save();
+    else this.saveSoon();
   }
 
   // isMine reports whether op message m is the result of our request in
@@ -679,7 +693,7 @@ export class DocSession extends Emitter {
 
   afterAnswer() {
     this.flush();
-    this.save();
+    this.saveSoon();
     this.emit('state', this.state);
   }
 
@@ -696,7 +710,7 @@ export class DocSession extends Emitter {
   // flush sends the next queued request when nothing is in flight.
   flush() {
     if (this.outstanding || !this.queue.length || this.phase !== 'live') {
-      this.save();
+      this.saveSoon();
       return;
     }
     let next = this.queue.shift();

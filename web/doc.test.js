@@ -229,6 +229,7 @@ class Editor {
   }
   // reload is a page reload: a new DocSession from the tab's storage.
   reload() {
+    this.doc.save(); // what the page does on pagehide
     const { down, up, session } = this.conn;
     down.alive = false;
     up.alive = false;

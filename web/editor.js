@@ -140,6 +140,11 @@ export function mountDoc(client, { toast = () => {} } = {}) {
   for (const ch of client.channels.values()) attach(ch);
   client.on('datachannel', attach);
   client.on('participant_left', (p) => session.dropCursor(p.sid));
+  // Edits typed since the last request are saved when the page goes away.
+  window.addEventListener('pagehide', () => session.save());
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'hidden') session.save();
+  });
   client.on('participant_updated', () => scheduleRender());
 
   // --- text in and out -----------------------------------------------------
