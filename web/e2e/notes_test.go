@@ -191,6 +191,12 @@ func TestNotes(t *testing.T) {
 	waitFor(t, tabB, "the thread replied to and resolved", 20*time.Second,
 		`(() => { const li = document.querySelector('#doc-comments-list li.thread'); return li && li.classList.contains('resolved') && li.querySelectorAll('.comments > li').length === 2; })()`)
 	waitFor(t, tabA, "a resolved thread is no longer highlighted", 20*time.Second, `!document.querySelector('#doc-overlay mark.cmt')`)
+	// Bob reopens it: highlighted again for Ada.
+	if _, err := eval[bool](tabB, `([...document.querySelectorAll('#doc-comments-list li.thread button')].find(b => b.textContent === 'Reopen').click(), true)`); err != nil {
+		t.Fatalf("tab Bob: reopen: %v", err)
+	}
+	waitFor(t, tabA, "the reopened thread highlighted again", 20*time.Second,
+		`!document.querySelector('#doc-comments-list li.thread').classList.contains('resolved') && [...document.querySelectorAll('#doc-overlay mark.cmt')].some(m => m.textContent === 'Hello')`)
 
 	// Bob suggests "second" instead of "first"; Ada accepts it.
 	firstAt := strings.Index(text, "first")
