@@ -143,11 +143,19 @@ function renderRoom(r) {
         el('td', { class: 'num' }, fmt(st.bitrate_out / 1000)),
         el('td', { class: 'num' }, st.reports ? fmt(st.loss * 100, 1) : '–'),
         el('td', { class: 'num' }, st.rtt_ms ? fmt(st.rtt_ms, 1) : '–'),
-        el('td', {}, q == null ? '–' : typeof q === 'object' ? JSON.stringify(q).slice(0, 60) : String(q)),
+        qualityCell(q),
       ),
     );
   }
   r.body.replaceChildren(...rows);
+}
+
+/** qualityCell shows a quality report {score, level, audio, video}. */
+function qualityCell(q) {
+  if (q == null || typeof q !== 'object' || !q.level) return el('td', {}, '–');
+  const part = (name, m) => (m ? `${name} ${fmt(m.score, 1)}` : null);
+  const title = [part('audio', q.audio), part('video', q.video)].filter(Boolean).join(' · ');
+  return el('td', { class: 'quality', title, dataset: { level: q.level } }, `${fmt(q.score, 1)} ${q.level}`);
 }
 
 async function loadRoom(name) {
