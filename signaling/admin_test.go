@@ -256,7 +256,7 @@ func TestEventsReplay(t *testing.T) {
 // and statistics are listed; remove disconnects the participant; mute
 // mutes for everyone; close ends the room.
 func TestAdminAPI(t *testing.T) {
-	s, _, _ := startAdminServer(t, signaling.Config{StatsEvery: 200 * time.Millisecond}, rooms.Config{})
+	s, _, reg := startAdminServer(t, signaling.Config{StatsEvery: 200 * time.Millisecond}, rooms.Config{})
 	tok := adminToken(t, signaling.AllRooms)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -336,6 +336,16 @@ func TestAdminAPI(t *testing.T) {
 	call(t, "GET", s.url+"/admin/stats", tok, nil, &total)
 	if total["participants"] != float64(2) || total["bitrate_in"].(float64) <= 0 {
 		t.Fatalf("server stats: %v", total)
+	}
+
+	// The quality hook: an event on the feed, and the detail keeps it.
+	reg.PublishQuality("team", bob.SID(), map[string]any{"mos": 4.2, "level": "good"})
+	feed.wait(t, "a quality event", func(e sseEvent) bool {
+		return e.name == events.Quality && strings.Contains(e.data, `"mos":4.2`) && strings.Contains(e.data, bob.SID())
+	})
+	call(t, "GET", s.url+"/admin/rooms/team", tok, nil, &v)
+	if !slices.ContainsFunc(v.Participants, func(p rooms.ParticipantStats) bool { return p.Identity == "bob" && p.Quality != nil }) {
+		t.Fatalf("room detail without bob's quality: %+v", v.Participants)
 	}
 
 	// Mute ada's audio: everyone hears of it.

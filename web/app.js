@@ -257,6 +257,7 @@ function wire(c) {
     if (leaving) return;
     const text = {
       removed: 'You were removed from the call.',
+      room_closed: 'The room was closed.',
       shutdown: 'The server is shutting down.',
     }[reason];
     if (text) {
