@@ -238,6 +238,8 @@ function wire(c) {
   }
   c.on('presence', () => tiles.forEach(paintPresence));
   c.setActivity('in_call');
+  c.on('local_published', ({ source }) => source === Source.SCREEN && c.setActivity('screen_sharing'));
+  c.on('local_unpublished', ({ source }) => source === Source.SCREEN && c.setActivity('in_call'));
   c.on('participant_joined', (p) => toast(`${p.name || p.identity} joined`));
   c.on('participant_left', (p) => toast(`${p.name || p.identity} left`));
   c.on('error', (err) => {
