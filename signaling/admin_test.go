@@ -45,6 +45,7 @@ func openEvents(t *testing.T, base, token, query, lastID string) *sseStream {
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/events?"+query, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
+	req.Close = true // no idle connection outlives the test (goleak)
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}
@@ -149,6 +150,7 @@ func adminToken(t *testing.T, room string) string {
 func call(t *testing.T, method, u, tok string, body io.Reader, out any) int {
 	t.Helper()
 	req, _ := http.NewRequest(method, u, body)
+	req.Close = true
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
