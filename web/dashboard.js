@@ -27,6 +27,8 @@ window.dashboard = {
   error: null,
   events: 0,
   gaps: 0,
+  /** log records feed and room lifecycle notes, for tests and the console. */
+  log: [],
   rooms: () =>
     [...rooms.values()].map((r) => ({
       name: r.name,
@@ -109,9 +111,16 @@ function room(name) {
   return r;
 }
 
-function dropRoom(name) {
+function note(s) {
+  const log = window.dashboard.log;
+  log.push(`${new Date().toISOString()} ${s}`);
+  if (log.length > 200) log.splice(0, log.length - 200);
+}
+
+function dropRoom(name, why) {
   const r = rooms.get(name);
   if (!r) return;
+  note(`drop room ${name}: ${why}`);
   destroyCharts(r);
   r.el.remove();
   rooms.delete(name);
@@ -178,7 +187,7 @@ async function loadRoom(name) {
 async function loadAll() {
   const { rooms: list } = await api('/admin/rooms');
   const names = new Set(list.map((r) => r.name));
-  for (const name of [...rooms.keys()]) if (!names.has(name)) dropRoom(name);
+  for (const name of [...rooms.keys()]) if (!names.has(name)) dropRoom(name, 'not listed by /admin/rooms');
   await Promise.all(list.map((r) => loadRoom(r.name)));
 }
 
@@ -333,7 +342,7 @@ function onEvent(e) {
       room(ev.room);
       break;
     case 'room_closed':
-      dropRoom(ev.room);
+      dropRoom(ev.room, `room_closed event ${ev.id}`);
       break;
     case 'participant_joined':
     case 'participant_updated': {
@@ -377,10 +386,17 @@ function openFeed() {
   source.addEventListener('gap', () => {
     // Events were lost: start again from the server's state.
     window.dashboard.gaps++;
+    note('gap: reloading');
     loadAll().catch((err) => console.warn('dashboard: reload', err));
   });
-  source.onopen = () => setFeed('live');
-  source.onerror = () => setFeed(source.readyState === EventSource.CLOSED ? 'failed' : 'reconnecting');
+  source.onopen = () => {
+    note('feed open');
+    setFeed('live');
+  };
+  source.onerror = () => {
+    note(`feed error, readyState ${source.readyState}`);
+    setFeed(source.readyState === EventSource.CLOSED ? 'failed' : 'reconnecting');
+  };
 }
 
 async function start() {
