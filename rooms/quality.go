@@ -93,6 +93,9 @@ func (rm *Room) reportQuality(now time.Time, elapsed time.Duration, state map[*P
 		self.Stats = &pq.selfStat
 		if changed(pq.sentRoom, q) {
 			pq.sentRoom = q
+			// The event feed (dashboard, operators) gets the room's copy,
+			// without the participant's own stats.
+			rm.reg.PublishQuality(rm.name, p.info.SID, q)
 			msg := q
 			rm.mu.Lock()
 			for _, o := range rm.participants {

@@ -45,6 +45,7 @@ func openEvents(t *testing.T, base, token, query, lastID string) *sseStream {
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/events?"+query, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
+	req.Close = true // no idle connection outlives the test (goleak)
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}
@@ -149,6 +150,7 @@ func adminToken(t *testing.T, room string) string {
 func call(t *testing.T, method, u, tok string, body io.Reader, out any) int {
 	t.Helper()
 	req, _ := http.NewRequest(method, u, body)
+	req.Close = true
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
@@ -256,7 +258,7 @@ func TestEventsReplay(t *testing.T) {
 // and statistics are listed; remove disconnects the participant; mute
 // mutes for everyone; close ends the room.
 func TestAdminAPI(t *testing.T) {
-	s, _, _ := startAdminServer(t, signaling.Config{StatsEvery: 200 * time.Millisecond}, rooms.Config{})
+	s, _, reg := startAdminServer(t, signaling.Config{StatsEvery: 200 * time.Millisecond}, rooms.Config{})
 	tok := adminToken(t, signaling.AllRooms)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -336,6 +338,16 @@ func TestAdminAPI(t *testing.T) {
 	call(t, "GET", s.url+"/admin/stats", tok, nil, &total)
 	if total["participants"] != float64(2) || total["bitrate_in"].(float64) <= 0 {
 		t.Fatalf("server stats: %v", total)
+	}
+
+	// The quality hook: an event on the feed, and the detail keeps it.
+	reg.PublishQuality("team", bob.SID(), map[string]any{"mos": 4.2, "level": "good"})
+	feed.wait(t, "a quality event", func(e sseEvent) bool {
+		return e.name == events.Quality && strings.Contains(e.data, `"mos":4.2`) && strings.Contains(e.data, bob.SID())
+	})
+	call(t, "GET", s.url+"/admin/rooms/team", tok, nil, &v)
+	if !slices.ContainsFunc(v.Participants, func(p rooms.ParticipantStats) bool { return p.Identity == "bob" && p.Quality != nil }) {
+		t.Fatalf("room detail without bob's quality: %+v", v.Participants)
 	}
 
 	// Mute ada's audio: everyone hears of it.

@@ -106,6 +106,9 @@ func (c *conn) presenceMessage(env protocol.Envelope, raw []byte) {
 		}
 		return true
 	}
+	if c.pres == nil && env.Type == protocol.TypeHeartbeat {
+		return // presence failed at join (logged then); nothing to keep alive
+	}
 	if c.pres == nil && env.Type != protocol.TypePresence {
 		c.sendError(env.ID, env.Type, protocol.CodeInternal, "presence is not available for this session")
 		return

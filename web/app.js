@@ -241,6 +241,8 @@ function wire(c) {
   }
   c.on('presence', () => tiles.forEach(paintPresence));
   c.setActivity('in_call');
+  c.on('local_published', ({ source }) => source === Source.SCREEN && c.setActivity('screen_sharing'));
+  c.on('local_unpublished', ({ source }) => source === Source.SCREEN && c.setActivity('in_call'));
   c.on('participant_joined', (p) => toast(`${p.name || p.identity} joined`));
   c.on('participant_left', (p) => toast(`${p.name || p.identity} left`));
   c.on('error', (err) => {
@@ -260,6 +262,7 @@ function wire(c) {
     if (leaving) return;
     const text = {
       removed: 'You were removed from the call.',
+      room_closed: 'The room was closed.',
       shutdown: 'The server is shutting down.',
     }[reason];
     if (text) {

@@ -27,6 +27,8 @@ window.dashboard = {
   error: null,
   events: 0,
   gaps: 0,
+  /** log records feed and room lifecycle notes, for tests and the console. */
+  log: [],
   rooms: () =>
     [...rooms.values()].map((r) => ({
       name: r.name,
@@ -109,9 +111,16 @@ function room(name) {
   return r;
 }
 
-function dropRoom(name) {
+function note(s) {
+  const log = window.dashboard.log;
+  log.push(`${new Date().toISOString()} ${s}`);
+  if (log.length > 200) log.splice(0, log.length - 200);
+}
+
+function dropRoom(name, why) {
   const r = rooms.get(name);
   if (!r) return;
+  note(`drop room ${name}: ${why}`);
   destroyCharts(r);
   r.el.remove();
   rooms.delete(name);
@@ -143,11 +152,19 @@ function renderRoom(r) {
         el('td', { class: 'num' }, fmt(st.bitrate_out / 1000)),
         el('td', { class: 'num' }, st.reports ? fmt(st.loss * 100, 1) : '–'),
         el('td', { class: 'num' }, st.rtt_ms ? fmt(st.rtt_ms, 1) : '–'),
-        el('td', {}, q == null ? '–' : typeof q === 'object' ? JSON.stringify(q).slice(0, 60) : String(q)),
+        qualityCell(q),
       ),
     );
   }
   r.body.replaceChildren(...rows);
+}
+
+/** qualityCell shows a quality report {score, level, audio, video}. */
+function qualityCell(q) {
+  if (q == null || typeof q !== 'object' || !q.level) return el('td', {}, '–');
+  const part = (name, m) => (m ? `${name} ${fmt(m.score, 1)}` : null);
+  const title = [part('audio', q.audio), part('video', q.video)].filter(Boolean).join(' · ');
+  return el('td', { class: 'quality', title, dataset: { level: q.level } }, `${fmt(q.score, 1)} ${q.level}`);
 }
 
 async function loadRoom(name) {
@@ -170,7 +187,7 @@ async function loadRoom(name) {
 async function loadAll() {
   const { rooms: list } = await api('/admin/rooms');
   const names = new Set(list.map((r) => r.name));
-  for (const name of [...rooms.keys()]) if (!names.has(name)) dropRoom(name);
+  for (const name of [...rooms.keys()]) if (!names.has(name)) dropRoom(name, 'not listed by /admin/rooms');
   await Promise.all(list.map((r) => loadRoom(r.name)));
 }
 
@@ -325,7 +342,7 @@ function onEvent(e) {
       room(ev.room);
       break;
     case 'room_closed':
-      dropRoom(ev.room);
+      dropRoom(ev.room, `room_closed event ${ev.id}`);
       break;
     case 'participant_joined':
     case 'participant_updated': {
@@ -369,10 +386,17 @@ function openFeed() {
   source.addEventListener('gap', () => {
     // Events were lost: start again from the server's state.
     window.dashboard.gaps++;
+    note('gap: reloading');
     loadAll().catch((err) => console.warn('dashboard: reload', err));
   });
-  source.onopen = () => setFeed('live');
-  source.onerror = () => setFeed(source.readyState === EventSource.CLOSED ? 'failed' : 'reconnecting');
+  source.onopen = () => {
+    note('feed open');
+    setFeed('live');
+  };
+  source.onerror = () => {
+    note(`feed error, readyState ${source.readyState}`);
+    setFeed(source.readyState === EventSource.CLOSED ? 'failed' : 'reconnecting');
+  };
 }
 
 async function start() {

@@ -174,8 +174,10 @@ func serve(ctx context.Context, f serveFlags) error {
 	engCfg := sfu.Config{UDPPort: f.udpPort, ICETCP: f.iceTCP, PublicIPs: f.publicIPs, Logger: log}
 	if loopback {
 		// A loopback server serves this machine: announce loopback only.
+		// ICE-TCP binds 127.0.0.1 too, so no media port is open to the network.
 		engCfg.IncludeLoopback = true
 		engCfg.IPFilter = func(ip net.IP) bool { return ip.IsLoopback() }
+		engCfg.ListenIP = "127.0.0.1"
 	}
 	engine, err := sfu.NewEngine(engCfg)
 	if err != nil {

@@ -96,3 +96,26 @@ func TestFilter(t *testing.T) {
 		t.Fatal("subscription to a closed bus is open")
 	}
 }
+
+// BenchmarkPublish: one event to 10 subscribers that keep up.
+func BenchmarkPublish(b *testing.B) {
+	bus := New(0)
+	done := make(chan struct{})
+	for range 10 {
+		_, s := bus.Subscribe(Filter{}, false, 0, 4096)
+		go func() {
+			for range s.C {
+			}
+			done <- struct{}{}
+		}()
+	}
+	data := map[string]any{"sid": "PA_X", "identity": "ada", "name": "Ada"}
+	b.ReportAllocs()
+	for b.Loop() {
+		bus.Publish(ParticipantJoined, "room", nil, data)
+	}
+	bus.Close()
+	for range 10 {
+		<-done
+	}
+}

@@ -303,7 +303,7 @@ func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message)
 // Bye tells the client the server ends the session.
 type Bye struct {
 	Envelope
-	Reason string `json:"reason"` // "shutdown", "removed", "left"
+	Reason string `json:"reason"` // "shutdown", "removed", "room_closed", "left"
 }
 
 // Data channel labels. The server creates them on the subscribe transport.

@@ -48,6 +48,9 @@ func TestDashboard(t *testing.T) {
 	dash := b.newTab(t, "dashboard")
 	t.Cleanup(func() {
 		if t.Failed() {
+			if log, err := eval[string](dash, `JSON.stringify(window.dashboard.log, null, 1)`); err == nil {
+				t.Logf("dashboard log: %s", log)
+			}
 			b.dump(t)
 			srv.dump(t)
 			t.Logf("bots:\n%s", botLog.String())
