@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/huddle-rtc/huddle/rooms"
+	"github.com/huddle-rtc/huddle/rooms/cluster"
 	"github.com/huddle-rtc/huddle/rooms/doc"
 	"github.com/huddle-rtc/huddle/sfu"
 	"github.com/huddle-rtc/huddle/signaling"
@@ -38,6 +39,8 @@ type serveFlags struct {
 	maxData   int
 	dataDir   string
 	turn      turnFlags
+	redis     string
+	cluster   clusterFlags
 }
 
 func newServeCmd() *cobra.Command {
@@ -74,6 +77,8 @@ on the command line wins over the environment, which wins over the file.`,
 	fl.IntVar(&f.maxData, "max-data-message", 16<<10, "largest data-channel message relayed, in bytes")
 	fl.StringVar(&f.dataDir, "data-dir", "./data", "directory of the rooms' documents (created if missing)")
 	addTurnFlags(fl, &f.turn, false)
+	fl.StringVar(&f.redis, "redis", "", "Redis URL (redis://host:6379/0): cluster mode, documents in Redis")
+	addClusterFlags(fl, &f.cluster)
 	return cmd
 }
 
@@ -200,11 +205,43 @@ func serve(ctx context.Context, f serveFlags) error {
 	if turnSrv != nil {
 		roomsCfg.ICEServersFor = iceServersFor(turnSrv)
 	}
+	// Cluster mode: documents in Redis, fenced by the rooms' leases.
+	var cl *cluster.Cluster
+	if f.redis != "" {
+		rdb, err := openRedis(ctx, f.redis)
+		if err != nil {
+			return err
+		}
+		defer rdb.Close()
+		roomsCfg.Docs = fencedDocs(rdb, &cl)
+		reg := rooms.NewRegistry(roomsCfg)
+		if cl, _, err = joinCluster(ctx, f, rdb, reg, log); err != nil {
+			return err
+		}
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := cl.Close(cctx); err != nil {
+				log.Warn("leave the cluster", "err", err)
+			}
+		}()
+		return serveHTTP(ctx, f, log, reg, verifier, engine, cl)
+	}
 	reg := rooms.NewRegistry(roomsCfg)
-	srv := signaling.New(signaling.Config{
+	return serveHTTP(ctx, f, log, reg, verifier, engine, nil)
+}
+
+// serveHTTP runs the signaling server until ctx ends; in cluster mode
+// (cl not nil) it first drains the rooms to other nodes.
+func serveHTTP(ctx context.Context, f serveFlags, log *slog.Logger, reg *rooms.Registry, verifier *auth.Verifier, engine *sfu.Engine, cl *cluster.Cluster) error {
+	sigCfg := signaling.Config{
 		Registry: reg, Verifier: verifier, Logger: log,
 		Dev: f.dev, DevKey: f.apiKey, DevSecret: f.apiSecret, Web: web.Handler(),
-	})
+	}
+	if cl != nil {
+		sigCfg.Placement = cl
+	}
+	srv := signaling.New(sigCfg)
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -223,6 +260,9 @@ func serve(ctx context.Context, f serveFlags) error {
 	case <-ctx.Done():
 	case err := <-errc:
 		return fmt.Errorf("http server: %w", err)
+	}
+	if cl != nil {
+		drain(cl, reg, f.cluster.drainGrace, log)
 	}
 	log.Info("shutting down")
 	shutCtx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
