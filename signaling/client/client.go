@@ -113,7 +113,7 @@ type Client struct {
 	readErr   error
 	pending   map[string]chan reply
 	joined    protocol.Joined
-	moved     *protocol.Redirect // a redirect received after joined
+	moved     *protocol.Redirect        // a redirect received after joined
 	tracks    map[string]protocol.Track // published tracks known in the room
 	mids      map[string]string         // subscribe mid → track SID
 	sub       *transport
