@@ -263,6 +263,11 @@ function wire(c) {
       overlay('The call ended', text);
     }
   });
+  // The room moved to another node of the cluster (drain, lost lease):
+  // join again; the page's server redirects the join to the new node.
+  c.on('redirect', () => {
+    if (!leaving) location.reload();
+  });
   c.on('connection', ({ state }) => {
     if (leaving) return;
     if (state === 'disconnected') {
