@@ -442,4 +442,126 @@ func TestCluster(t *testing.T) {
 	}
 	t.Logf("document after failover: version %d, %d code points, every acknowledged operation kept", gotVersion, len([]rune(got)))
 
+	// Drain: SIGTERM the node that now serves room-1. Its clients get a
+	// redirect to another live node, follow it, and media flows there; the
+	// node exits.
+	drained := byURL[pub.URL()]
+	if err := drained.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	termAt := time.Now()
+	select {
+	case <-sub.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the drained node did not end the subscriber's session within 10 s")
+	}
+	mv := sub.Moved()
+	if mv == nil || mv.Reason != "drain" || mv.URL == drained.url || byURL[mv.URL] == nil {
+		t.Fatalf("subscriber's session ended with redirect %+v; want a drain redirect to a live node", mv)
+	}
+	dctx, dcancel := context.WithTimeout(ctx, 15*time.Second)
+	defer dcancel()
+	pub2, err := redial(dctx, t, api, []string{mv.URL}, room, "pub1", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub2.close)
+	sub2, err := redial(dctx, t, api, []string{mv.URL}, room, "sub1", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sub2.close)
+	waitMedia("after drain", sub2, 10*time.Second)
+	select {
+	case err := <-drained.exited:
+		drained.exited <- err // for the cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatal("the drained node did not exit within 10 s of SIGTERM")
+	}
+	t.Logf("drain: %s exited; room %s on %s with media %v after SIGTERM", drained.id, room, byURL[sub2.URL()].id, time.Since(termAt).Round(time.Millisecond))
+}
+
+// TestClusterBots runs `huddle bots --rooms 6` against three nodes: every
+// bot joins, every subscriber gets media, and the rooms spread over the
+// nodes (read from each node's /metrics while the bots run).
+func TestClusterBots(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three server processes")
+	}
+	addr := redistest.Start(t)
+	bin := buildHuddle(t)
+	var urls []string
+	for _, id := range []string{"n1", "n2", "n3"} {
+		urls = append(urls, startNode(t, bin, addr, id, 3*time.Second).url)
+	}
+	var out, errOut lockedBuffer
+	cmd := exec.Command(bin, "bots", "--url", strings.Join(urls, ","), "--rooms", "6", "--publishers", "6", "--subscribers", "6",
+		"--duration", "8s", "--audio-only", "--json")
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	maxRooms := make([]int, len(urls))
+	hc := &http.Client{Timeout: time.Second}
+	for running := true; running; {
+		select {
+		case err := <-done:
+			running = false
+			if err != nil {
+				t.Fatalf("huddle bots: %v\n%s\n%s", err, out.String(), errOut.String())
+			}
+		case <-time.After(250 * time.Millisecond):
+			for i, u := range urls {
+				if n := scrapeGauge(hc, u, "huddle_rooms"); n > maxRooms[i] {
+					maxRooms[i] = n
+				}
+			}
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var rep struct {
+		Joined  int `json:"joined"`
+		Failed  int `json:"failed"`
+		NoMedia int `json:"no_media"`
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &rep); err != nil {
+		t.Fatalf("bots output: %v\n%s", err, out.String())
+	}
+	total, used := 0, 0
+	for _, n := range maxRooms {
+		total += n
+		if n > 0 {
+			used++
+		}
+	}
+	t.Logf("bots: %d joined, %d failed, %d without media; rooms per node (max seen): %v", rep.Joined, rep.Failed, rep.NoMedia, maxRooms)
+	if rep.Joined != 12 || rep.Failed != 0 || rep.NoMedia != 0 {
+		t.Errorf("want 12 bots joined with media")
+	}
+	if total != 6 || used < 2 {
+		t.Errorf("rooms per node %v: want the six rooms, each on one node, over at least two nodes", maxRooms)
+	}
+}
+
+// scrapeGauge reads one unlabelled gauge from a node's /metrics; -1 when
+// it cannot.
+func scrapeGauge(hc *http.Client, base, name string) int {
+	res, err := hc.Get(base + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer res.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(res.Body)
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err == nil {
+				return int(f)
+			}
+		}
+	}
+	return -1
 }
