@@ -565,3 +565,126 @@ func scrapeGauge(hc *http.Client, base, name string) int {
 	}
 	return -1
 }
+
+// TestClusterStall stops the owner of a room (SIGSTOP) past its lease:
+// the room is claimed by the other node, where a writer goes on. When the
+// stalled node resumes it must not serve the room any more: its clients
+// get a redirect ("moved"), and an operation sent to it right away is
+// never acknowledged nor written into the document.
+func TestClusterStall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts server processes")
+	}
+	addr := redistest.Start(t)
+	bin := buildHuddle(t)
+	const leaseTTL = 2 * time.Second
+	nodes := []*clusterNode{startNode(t, bin, addr, "n1", leaseTTL), startNode(t, bin, addr, "n2", leaseTTL)}
+	byURL := map[string]*clusterNode{nodes[0].url: nodes[0], nodes[1].url: nodes[1]}
+	api, err := client.NewAPI(client.APIOptions{LoopbackOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const room = "stall"
+	old, err := dialBot(ctx, t, api, nodes[0].url, room, "old-writer", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(old.close)
+	owner := byURL[old.URL()]
+	var other *clusterNode
+	for _, n := range nodes {
+		if n != owner {
+			other = n
+		}
+	}
+	if _, _, err := old.docSnapshot(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := owner.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	t.Cleanup(func() {
+		if stopped {
+			_ = owner.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	})
+	fctx, fcancel := context.WithTimeout(ctx, 15*time.Second)
+	defer fcancel()
+	writer, err := redial(fctx, t, api, []string{other.url}, room, "new-writer", false)
+	if err != nil {
+		t.Fatalf("the room was not claimed by %s while %s was stopped: %v", other.id, owner.id, err)
+	}
+	t.Cleanup(writer.close)
+	if writer.URL() != other.url {
+		t.Fatalf("new writer on %s; want %s", writer.URL(), other.url)
+	}
+	text, version, err := writer.docSnapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	insertAt := func(text, ins string) []any {
+		if n := len([]rune(text)); n > 0 {
+			return []any{n, ins}
+		}
+		return []any{ins}
+	}
+	if err := writer.sendDoc(map[string]any{"type": "submit", "seq": 1, "base": version, "op": insertAt(text, "new")}); err != nil {
+		t.Fatal(err)
+	}
+	waitAck := func(b *bot, limit time.Duration) (map[string]any, bool) {
+		deadline := time.After(limit)
+		for {
+			select {
+			case m := <-b.docMsgs:
+				if m["type"] == "ack" || m["type"] == "doc_error" {
+					return m, true
+				}
+			case <-deadline:
+				return nil, false
+			case <-b.Done():
+				return nil, false
+			}
+		}
+	}
+	if m, ok := waitAck(writer, 5*time.Second); !ok || m["type"] != "ack" {
+		t.Fatalf("new owner: %v", m)
+	}
+
+	// Resume the stalled node and at once send it an operation.
+	if err := owner.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
+	_ = old.sendDoc(map[string]any{"type": "submit", "seq": 1, "base": version, "op": insertAt(text, "STALE")})
+	if m, ok := waitAck(old, 3*time.Second); ok && m["type"] == "ack" {
+		t.Fatalf("the stalled node acknowledged an operation after losing the room: %v", m)
+	}
+	select {
+	case <-old.Done():
+	case <-time.After(2 * leaseTTL):
+		t.Fatal("the stalled node still serves the room")
+	}
+	if mv := old.Moved(); mv == nil || mv.Reason != "moved" {
+		t.Errorf("old session ended with %+v; want a redirect (moved)", mv)
+	}
+	reader, err := redial(fctx, t, api, []string{owner.url}, room, "reader", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reader.close)
+	if reader.URL() != other.url {
+		t.Errorf("a join through the resumed node landed on %s; want %s", reader.URL(), other.url)
+	}
+	got, _, err := reader.docSnapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(got, "STALE") || !strings.Contains(got, "new") {
+		t.Fatalf("document %q: want the new owner's op and not the stalled node's", got)
+	}
+	t.Logf("stalled %s gave up the room; document %q", owner.id, got)
+}
