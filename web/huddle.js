@@ -510,6 +510,7 @@ export class Client extends Emitter {
     pingInterval = PING_INTERVAL,
     requestTimeout = REQUEST_TIMEOUT,
     iceTransportPolicy = 'all',
+    followRedirects = true,
   } = {}) {
     super();
     if (!token) throw new HuddleError('no_token', 'connect: a token is required');
@@ -527,6 +528,10 @@ export class Client extends Emitter {
     this.connectionState = 'new';
     this.iceServers = []; // from joined: the server's TURN URLs with this participant's credential
     this.iceTransportPolicy = iceTransportPolicy; // 'relay' connects through TURN only
+    // A page whose Content-Security-Policy allows only its own origin
+    // cannot open another node's socket: it sets this false, gets the
+    // "redirect" error (with .url) and loads the page from that node.
+    this.followRedirects = followRedirects;
     this.maxDataMessage = 16384;
     this.server = null;
     this.rtt = null;
@@ -600,7 +605,7 @@ export class Client extends Emitter {
       try {
         return await this._connectOnce();
       } catch (err) {
-        if (err?.code !== 'redirect' || !err.url || hops >= MAX_REDIRECTS) throw err;
+        if (err?.code !== 'redirect' || !err.url || !this.followRedirects || hops >= MAX_REDIRECTS) throw err;
         this.ws = null;
         this.url = wsURL(err.url);
       }
