@@ -63,7 +63,21 @@ type Config struct {
 	// on /events (default 15 s).
 	StatsEvery      time.Duration
 	EventsHeartbeat time.Duration
+	// Placement, in cluster mode, decides which node serves a room; nil
+	// serves every room here.
+	Placement Placement
 }
+
+// Placement decides where a room is served (implemented by
+// rooms/cluster).
+type Placement interface {
+	// Place returns "" when this node serves room, or the base URL of
+	// the node that does.
+	Place(ctx context.Context, room string) (string, error)
+}
+
+// placeTimeout bounds one placement decision.
+const placeTimeout = 5 * time.Second
 
 // Server is the signaling endpoint.
 type Server struct {
@@ -522,6 +536,9 @@ func (c *conn) join(m *protocol.Join) {
 		c.sendError(m.ID, protocol.TypeJoin, protocol.CodeBadMessage, "room name over %d bytes", maxRoomNameLen)
 		return
 	}
+	if !c.place(m.ID, claims.Room) {
+		return
+	}
 	auto := m.AutoSubscribe == nil || *m.AutoSubscribe
 	p, joined, err := c.srv.cfg.Registry.Join(rooms.JoinRequest{
 		Room: claims.Room, Identity: claims.Identity, Name: claims.Name, Metadata: m.Metadata,
@@ -540,6 +557,31 @@ func (c *conn) join(m *protocol.Join) {
 	c.openPresence(claims.Identity, claims.Room, p.SID())
 	c.srv.joinLat.Observe(time.Since(start).Seconds())
 	c.log.Info("joined", "participant", p.SID())
+}
+
+// place asks the cluster where room is served: true to join here; else
+// the client got a redirect (and the socket closes) or an unavailable
+// error.
+func (c *conn) place(id, room string) bool {
+	pl := c.srv.cfg.Placement
+	if pl == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), placeTimeout)
+	url, err := pl.Place(ctx, room)
+	cancel()
+	if err != nil {
+		c.log.Warn("placement", "room", room, "err", err)
+		c.sendError(id, protocol.TypeJoin, protocol.CodeUnavailable, "the room cannot be placed now, retry shortly: %v", err)
+		c.Close()
+		return false
+	}
+	if url == "" {
+		return true
+	}
+	c.Send(&protocol.Redirect{Envelope: protocol.Envelope{Type: protocol.TypeRedirect, ID: id}, URL: url, Room: room, Reason: "placement"})
+	c.Close()
+	return false
 }
 
 // registryCollector exports the registry's gauges and counters at scrape

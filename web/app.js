@@ -33,6 +33,10 @@ let soundBlocked = false;
 /** Tiles by key: "self", "self:screen", a participant SID, or "<sid>:screen". */
 const tiles = new Map();
 
+/** Automatic rejoins after a lost connection, counted per tab. */
+const RETRIES_KEY = 'huddle.rejoins';
+const MAX_AUTO_REJOIN = 6;
+
 // ---------------------------------------------------------------------------
 // Test and console hooks
 
@@ -192,8 +196,14 @@ async function start() {
     let token = givenToken;
     if (!token) token = await devTokenForTab();
     // ?ice=relay connects through the server's TURN relay only (to check TURN).
-    client = await connect({ token, room, iceTransportPolicy: params.get('ice') === 'relay' ? 'relay' : 'all' });
+    client = await connect({
+      token,
+      room,
+      iceTransportPolicy: params.get('ice') === 'relay' ? 'relay' : 'all',
+      followRedirects: false, // the page moves to the node instead (its CSP allows only its own origin)
+    });
   } catch (err) {
+    if (err.code === 'redirect' && rejoinPage(err.url)) return;
     console.error('huddle: join failed:', err);
     setState('failed', err.code ?? 'error');
     const final = fatalJoinError(err.code) || err.code === 'no_token';
@@ -203,6 +213,12 @@ async function start() {
   wire(client);
   window.huddle.doc = mountDoc(client, { toast });
   setState('joined');
+  sessionStorage.removeItem(RETRIES_KEY);
+  if (params.has('hop')) {
+    params.delete('hop');
+    const q = params.toString();
+    history.replaceState(null, '', location.pathname + (q ? `?${q}` : ''));
+  }
   updateControls();
   render();
 
@@ -270,12 +286,27 @@ function wire(c) {
       overlay('The call ended', text);
     }
   });
+  // The room moved to another node of the cluster (drain, lost lease):
+  // join again; the page's server redirects the join to the new node.
+  c.on('redirect', ({ url }) => {
+    if (!leaving) rejoinPage(url);
+  });
   c.on('connection', ({ state }) => {
     if (leaving) return;
     if (state === 'disconnected') {
       setState('disconnected', 'disconnected');
       stopScreen();
-      overlay('Connection lost', 'The connection to the server was lost.');
+      // The node may have died: a cluster places the room elsewhere once
+      // its lease expires. Join again with backoff (1, 2, 4 … 10 s), a few
+      // times.
+      const tries = Number(sessionStorage.getItem(RETRIES_KEY) || 0);
+      if (tries < MAX_AUTO_REJOIN) {
+        overlay('Connection lost', 'Reconnecting…');
+        sessionStorage.setItem(RETRIES_KEY, String(tries + 1));
+        setTimeout(rejoinPage, Math.min(1000 * 2 ** tries, 10000));
+      } else {
+        overlay('Connection lost', 'The connection to the server was lost.');
+      }
     }
   });
 }
@@ -297,6 +328,25 @@ async function devTokenForTab() {
     // not remembered: a reload is a new identity
   }
   return t.token;
+}
+
+// rejoinPage loads the call page again, with the token it was given, to
+// join anew: from node (a cluster node's base URL, where the room moved)
+// or from this server (the node went away). It refuses (false) after a
+// few hops in a row, so that placement that keeps moving cannot loop.
+function rejoinPage(node) {
+  const q = new URLSearchParams(params);
+  if (givenToken) q.set('token', givenToken);
+  const hops = Number(q.get('hop') || 0);
+  if (node) {
+    if (hops >= 4) return false;
+    q.set('hop', String(hops + 1));
+  } else {
+    q.delete('hop');
+  }
+  const s = q.toString();
+  location.replace(new URL(location.pathname + (s ? `?${s}` : ''), node || location.href).toString());
+  return true;
 }
 
 async function leave() {

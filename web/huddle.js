@@ -495,6 +495,7 @@ export async function devToken({ room, name, identity, base, fetch: fetchFn } = 
 // Client
 
 const REQUEST_TIMEOUT = 10000;
+const MAX_REDIRECTS = 4;
 const PING_INTERVAL = 10000;
 const DEAD_AFTER = 30000;
 /** HEARTBEAT_INTERVAL is how often the client tells the server it is present. */
@@ -545,6 +546,7 @@ export class Client extends Emitter {
     requestTimeout = REQUEST_TIMEOUT,
     iceTransportPolicy = 'all',
     simulcast = true,
+    followRedirects = true,
   } = {}) {
     super();
     if (!token) throw new HuddleError('no_token', 'connect: a token is required');
@@ -564,6 +566,10 @@ export class Client extends Emitter {
     this.connectionState = 'new';
     this.iceServers = []; // from joined: the server's TURN URLs with this participant's credential
     this.iceTransportPolicy = iceTransportPolicy; // 'relay' connects through TURN only
+    // A page whose Content-Security-Policy allows only its own origin
+    // cannot open another node's socket: it sets this false, gets the
+    // "redirect" error (with .url) and loads the page from that node.
+    this.followRedirects = followRedirects;
     this.maxDataMessage = 16384;
     this.server = null;
     this.rtt = null;
@@ -633,8 +639,23 @@ export class Client extends Emitter {
   }
 
   /** connect opens the socket and joins; it resolves with the `joined` message. */
-  connect() {
+  async connect() {
+    // A cluster node that does not serve the room answers the join with a
+    // redirect to the one that does: follow it (a few hops at most).
+    for (let hops = 0; ; hops++) {
+      try {
+        return await this._connectOnce();
+      } catch (err) {
+        if (err?.code !== 'redirect' || !err.url || !this.followRedirects || hops >= MAX_REDIRECTS) throw err;
+        this.ws = null;
+        this.url = wsURL(err.url);
+      }
+    }
+  }
+
+  _connectOnce() {
     if (this.ws) return Promise.reject(new HuddleError('already_joined', 'connect: already connected'));
+    this._redirected = null;
     this._setConnection('connecting');
     return new Promise((resolve, reject) => {
       let ws;
@@ -663,14 +684,17 @@ export class Client extends Emitter {
             this.close();
           });
       };
-      ws.onmessage = (ev) => this._onFrame(ev.data);
+      ws.onmessage = (ev) => {
+        if (this.ws === ws) this._onFrame(ev.data);
+      };
       ws.onerror = () => {
         if (!joined) reject(new HuddleError('closed', `cannot connect to ${this.url}`));
       };
       ws.onclose = (ev) => {
+        if (this.ws !== ws) return; // a socket left behind by a redirect
         const was = this.connectionState;
         this._teardown();
-        if (!joined) reject(new HuddleError('closed', `the server closed the connection (code ${ev.code})`));
+        if (!joined) reject(this._redirected ?? new HuddleError('closed', `the server closed the connection (code ${ev.code})`));
         if (was !== 'closed') this._setConnection(was === 'leaving' ? 'closed' : 'disconnected');
       };
     });
@@ -762,6 +786,23 @@ export class Client extends Emitter {
         // {participant, identity, score, level, audio, video, stats (own only)}
         this.emit('quality', m);
         break;
+      case 'redirect': {
+        // The room is served by another node: a join in progress fails with
+        // code "redirect" (connect follows it); a joined session moved
+        // (drain, failover) and ends: connect again to go on there.
+        this.redirect = { url: m.url, reason: m.reason ?? '' };
+        if (m.url) this.url = wsURL(m.url);
+        if (this.connectionState === 'connecting') {
+          const err = new HuddleError('redirect', `the room is served at ${m.url}`);
+          err.url = m.url;
+          this._redirected = err;
+          const join = [...this._pending].find(([, p]) => p.type === 'joined');
+          if (join && this._settle(join[0], (p) => p.reject(err))) break;
+        }
+        this.emit('redirect', this.redirect);
+        if (this.connectionState !== 'leaving') this._setConnection('closed');
+        break;
+      }
       case 'bye':
         this.emit('bye', m.reason ?? '');
         if (this.connectionState !== 'leaving') this._setConnection('closed');

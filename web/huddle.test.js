@@ -358,3 +358,28 @@ test('Client gives its PeerConnections the TURN servers of joined and its ICE po
   ws.serve({ type: 'bye', reason: 'left' });
   await left;
 });
+
+test('Client follows a redirect to the node that serves the room', async () => {
+  const p = connect({ url: 'ws://a/ws', token: 'T', room: 'standup', WebSocket: FakeSocket, pingInterval: 0 });
+  await tick();
+  const first = FakeSocket.last;
+  assert.equal(first.url, 'ws://a/ws');
+  first.serve({ type: 'redirect', id: first.sent[0].id, url: 'http://b:7800', room: 'standup', reason: 'placement' });
+  first.close(1000);
+  await tick();
+  await tick();
+  const second = FakeSocket.last;
+  assert.notEqual(second, first);
+  assert.equal(second.url, 'ws://b:7800/ws');
+  assert.equal(second.sent[0].type, 'join');
+  second.serve({ ...JOINED, id: second.sent[0].id });
+  const c = await p;
+  assert.equal(c.connectionState, 'joined');
+  // A joined session that moves ends, remembering where to go.
+  const moved = [];
+  c.on('redirect', (r) => moved.push(r));
+  second.serve({ type: 'redirect', url: 'http://c:7800', room: 'standup', reason: 'drain' });
+  assert.deepEqual(moved, [{ url: 'http://c:7800', reason: 'drain' }]);
+  assert.equal(c.url, 'ws://c:7800/ws');
+  assert.equal(c.connectionState, 'closed');
+});

@@ -28,6 +28,9 @@ failed to join or a subscriber received nothing.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if len(cfg.URLs) > 0 {
+				cfg.URL = cfg.URLs[0]
+			}
 			cfg.Progress = cmd.ErrOrStderr()
 			if cmd.Flags().Changed("editors") {
 				for _, name := range []string{"publishers", "subscribers"} {
@@ -52,7 +55,8 @@ failed to join or a subscriber received nothing.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.URL, "url", "http://127.0.0.1:7800", "server URL (http(s):// or ws(s)://)")
+	f.StringSliceVar(&cfg.URLs, "url", []string{"http://127.0.0.1:7800"}, "server URL (http(s):// or ws(s)://); several (comma-separated or repeated) spread the bots over a cluster's nodes")
+	f.BoolVar(&cfg.Reconnect, "reconnect", false, "a bot whose session ends early (node died, drained) joins again with backoff")
 	f.StringVar(&cfg.Room, "room", "bots", "room name")
 	f.IntVar(&cfg.Rooms, "rooms", 1, "spread the bots over this many rooms: <room>-1 … <room>-K")
 	f.IntVar(&cfg.Publishers, "publishers", 1, "publisher bots")

@@ -4,26 +4,40 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media"
 
+	"github.com/huddle-rtc/huddle/internal/redistest"
 	"github.com/huddle-rtc/huddle/signaling/auth"
 	"github.com/huddle-rtc/huddle/signaling/client"
 	"github.com/huddle-rtc/huddle/signaling/protocol"
 )
 
-// lockedBuffer is a log both a process and the test touch.
+// buildHuddle builds this command into the test's temporary directory.
+func buildHuddle(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "huddle")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
 type lockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -41,270 +55,636 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-func freePort(t *testing.T, udp bool) int {
-	t.Helper()
-	if udp {
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// startRedis runs a throwaway redis-server on a free loopback port.
-func startRedis(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("redis-server is not on PATH; CI must install it (`make deps`)")
-		}
-		t.Skip("redis-server is not on PATH; `make deps` installs it")
-	}
-	port := freePort(t, false)
-	dir := t.TempDir()
-	log := &lockedBuffer{}
-	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--save", "", "--appendonly", "no", "--dir", dir)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server on %s does not answer: %v\n%s", addr, err, log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// huddleBinary returns $HUDDLE_BIN or builds the command into a temporary
-// directory.
-func huddleBinary(t *testing.T) string {
-	t.Helper()
-	if bin := os.Getenv("HUDDLE_BIN"); bin != "" {
-		return bin
-	}
-	bin := filepath.Join(t.TempDir(), "huddle")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-type node struct {
-	name   string
-	base   string
+// clusterNode is one `huddle serve --redis` process.
+type clusterNode struct {
+	id     string
+	url    string
 	cmd    *exec.Cmd
 	log    *lockedBuffer
-	exited chan struct{}
+	exited chan error
 }
 
-// startNode runs `huddle serve` on free loopback ports with args and waits
-// for /healthz. It is stopped with SIGTERM when the test ends.
-func startNode(t *testing.T, bin, name string, args ...string) *node {
+func startNode(t *testing.T, bin, redisAddr, id string, leaseTTL time.Duration) *clusterNode {
 	t.Helper()
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, false)))
-	n := &node{name: name, base: "http://" + addr, log: &lockedBuffer{}, exited: make(chan struct{})}
-	all := append([]string{"serve", "--dev", "--listen", addr, "--udp-port", strconv.Itoa(freePort(t, true)),
-		"--data-dir", t.TempDir()}, args...)
-	n.cmd = exec.Command(bin, all...)
+	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freeTCPPort(t, false)))
+	n := &clusterNode{id: id, url: "http://" + listen, log: &lockedBuffer{}, exited: make(chan error, 1)}
+	n.cmd = exec.Command(bin, "serve", "--dev", "--listen", listen, "--udp-port", strconv.Itoa(freeTCPPort(t, true)),
+		"--turn=false", "--redis", "redis://"+redisAddr+"/0", "--node-id", id, "--lease-ttl", leaseTTL.String(),
+		"--data-dir", t.TempDir(), "--log-level", "info")
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	if err := n.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
+		t.Fatal(err)
 	}
-	go func() { _ = n.cmd.Wait(); close(n.exited) }()
+	go func() { n.exited <- n.cmd.Wait() }()
 	t.Cleanup(func() {
+		stopAt := time.Now()
+		defer func() { t.Logf("node %s stopped in %v", id, time.Since(stopAt).Round(time.Millisecond)) }()
 		_ = n.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-n.exited:
-		case <-time.After(10 * time.Second):
+		case <-time.After(15 * time.Second):
 			_ = n.cmd.Process.Kill()
 			<-n.exited
 		}
 		if t.Failed() {
-			t.Logf("%s log:\n%s", name, n.log.String())
+			out := n.log.String()
+			if len(out) > 6000 {
+				out = out[len(out)-6000:]
+			}
+			t.Logf("node %s log:\n%s", id, out)
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
 	hc := &http.Client{Timeout: time.Second}
-	for {
-		if res, err := hc.Get(n.base + "/healthz"); err == nil {
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if res, err := hc.Get(n.url + "/healthz"); err == nil {
 			res.Body.Close()
 			if res.StatusCode == http.StatusOK {
 				return n
 			}
 		}
 		select {
-		case <-n.exited:
-			t.Fatalf("%s exited before it was ready:\n%s", name, n.log.String())
+		case err := <-n.exited:
+			t.Fatalf("node %s exited: %v\n%s", id, err, n.log.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready within 20 s:\n%s", name, n.log.String())
+			t.Fatalf("node %s not ready\n%s", id, n.log.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-func mintToken(t *testing.T, room, identity string, grants ...string) string {
+// bot is a Go client that publishes a VP8 track or counts what it
+// receives, and that can edit the room's document.
+type bot struct {
+	*client.Client
+	got atomic.Int64
+
+	docMu    sync.Mutex
+	doc      *webrtc.DataChannel
+	docOpen  chan struct{}
+	docMsgs  chan map[string]any
+	stopSend chan struct{}
+	sendDone chan struct{}
+}
+
+func clusterToken(t *testing.T, room, identity string) string {
 	t.Helper()
-	tok, err := auth.Mint(auth.DevAPIKey, auth.DevAPISecret, auth.Token{Room: room, Identity: identity, TTL: time.Hour, Grants: grants}, time.Now())
+	tok, err := auth.Mint(auth.DevAPIKey, auth.DevAPISecret, auth.Token{Room: room, Identity: identity, TTL: time.Hour,
+		Grants: []string{protocol.GrantPublish, protocol.GrantSubscribe, protocol.GrantData, protocol.GrantEdit}}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	return tok
 }
 
-// watcher collects the presence pushes a client gets.
-type watcher struct {
-	mu     sync.Mutex
-	people []protocol.Person
-	at     []time.Time
-	done   chan struct{}
-}
-
-func watch(c *client.Client) *watcher {
-	w := &watcher{done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		for ev := range c.Events() {
-			if m, ok := ev.Message.(*protocol.PresenceUpdate); ok {
-				w.mu.Lock()
-				for _, p := range m.People {
-					w.people = append(w.people, p)
-					w.at = append(w.at, time.Now())
+// dialBot joins room through url (following redirects); a publisher
+// sends a VP8 track.
+func dialBot(ctx context.Context, t *testing.T, api *webrtc.API, url, room, identity string, publish bool) (*bot, error) {
+	b := &bot{docOpen: make(chan struct{}), docMsgs: make(chan map[string]any, 1024)}
+	c, err := client.Dial(ctx, url, clusterToken(t, room, identity), client.Options{
+		API: api,
+		OnTrack: func(_ protocol.Track, tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+			for {
+				if _, _, err := tr.ReadRTP(); err != nil {
+					return
 				}
-				w.mu.Unlock()
+				b.got.Add(1)
+			}
+		},
+		OnChannel: func(dc *webrtc.DataChannel) {
+			if dc.Label() != protocol.ChannelDoc {
+				return
+			}
+			b.docMu.Lock()
+			b.doc = dc
+			b.docMu.Unlock()
+			dc.OnOpen(func() { close(b.docOpen) })
+			dc.OnMessage(func(m webrtc.DataChannelMessage) {
+				var v map[string]any
+				if json.Unmarshal(m.Data, &v) == nil {
+					select {
+					case b.docMsgs <- v:
+					default:
+					}
+				}
+			})
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.Client = c
+	if !publish {
+		return b, nil
+	}
+	track, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, identity+"-cam", identity)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	if _, err := c.Publish(ctx, client.PublishTrack{Track: track}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	b.stopSend, b.sendDone = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(b.sendDone)
+		frame := append([]byte{0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00}, make([]byte, 300)...)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-b.stopSend:
+				return
+			case <-c.Done():
+				return
+			case <-tick.C:
+				_ = track.WriteSample(media.Sample{Data: frame, Duration: 20 * time.Millisecond})
 			}
 		}
 	}()
-	return w
+	return b, nil
 }
 
-// wait returns the first push about identity after since that satisfies
-// cond, and when it came.
-func (w *watcher) wait(t *testing.T, identity, what string, since time.Time, limit time.Duration, cond func(protocol.Person) bool) (protocol.Person, time.Time) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
+func (b *bot) close() {
+	if b.stopSend != nil {
+		close(b.stopSend)
+		<-b.sendDone
+	}
+	_ = b.Client.Close()
+}
+
+// sendDoc sends one doc-channel message.
+func (b *bot) sendDoc(v any) error {
+	b.docMu.Lock()
+	dc := b.doc
+	b.docMu.Unlock()
+	if dc == nil {
+		return errors.New("no doc channel")
+	}
+	raw, _ := json.Marshal(v)
+	return dc.SendText(string(raw))
+}
+
+// docSnapshot says hello and returns the document's text and version.
+func (b *bot) docSnapshot(ctx context.Context) (string, int, error) {
+	select {
+	case <-b.docOpen:
+	case <-ctx.Done():
+		return "", 0, ctx.Err()
+	}
+	if err := b.sendDoc(map[string]any{"type": "hello", "client": "writer"}); err != nil {
+		return "", 0, err
+	}
 	for {
-		w.mu.Lock()
-		for i, p := range w.people {
-			if p.Identity == identity && !w.at[i].Before(since) && cond(p) {
-				at := w.at[i]
-				w.mu.Unlock()
-				return p, at
+		select {
+		case m := <-b.docMsgs:
+			if m["type"] == "doc_snapshot" {
+				text, _ := m["text"].(string)
+				v, _ := m["version"].(float64)
+				return text, int(v), nil
 			}
+		case <-ctx.Done():
+			return "", 0, ctx.Err()
 		}
-		last := fmt.Sprint(w.people)
-		w.mu.Unlock()
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v; pushes: %s", what, limit, last)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-// TestClusterPresence: two `huddle serve` processes share a real Redis.
-// People joined on one node are seen (pushed, queried, listed by the admin
-// API) on the other; when a node is killed with SIGKILL, its people turn
-// offline on the surviving node once their sessions' deadline passes.
-func TestClusterPresence(t *testing.T) {
-	addr := startRedis(t)
-	bin := huddleBinary(t)
-	const offline = 3 * time.Second
-	args := []string{"--redis", "redis://" + addr + "/0", "--presence-away", "1500ms", "--presence-offline", offline.String()}
-	a := startNode(t, bin, "node A", args...)
-	b := startNode(t, bin, "node B", args...)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	grants := []string{protocol.GrantSubscribe, protocol.GrantData}
-	dial := func(n *node, identity string) *client.Client {
-		c, err := client.Dial(ctx, n.base, mintToken(t, "shared", identity, grants...), client.Options{
-			LoopbackOnly: true, HeartbeatInterval: 300 * time.Millisecond, EventBuffer: 1024,
-		})
-		if err != nil {
-			t.Fatalf("%s on %s: %v", identity, n.name, err)
+// redial joins again through the first live node of urls that takes it,
+// every 300 ms until ctx ends.
+func redial(ctx context.Context, t *testing.T, api *webrtc.API, urls []string, room, identity string, publish bool) (*bot, error) {
+	var last error
+	for i := 0; ctx.Err() == nil; i++ {
+		dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		b, err := dialBot(dctx, t, api, urls[i%len(urls)], room, identity, publish)
+		cancel()
+		if err == nil {
+			return b, nil
 		}
-		t.Cleanup(func() { _ = c.Close() })
-		return c
+		last = err
+		select {
+		case <-ctx.Done():
+		case <-time.After(300 * time.Millisecond):
+		}
 	}
-	ada := dial(a, "ada")
-	adaW := watch(ada)
-	start := time.Now()
-	bob := dial(b, "bob")
-	_, at := adaW.wait(t, "bob", "ada (node A) hears bob (node B) online", start, 10*time.Second,
-		func(p protocol.Person) bool { return p.State == protocol.PresenceOnline })
-	t.Logf("bob's join on node B reached ada on node A in %v", at.Sub(start).Round(time.Millisecond))
+	return nil, fmt.Errorf("redial %s: %w (last: %v)", identity, ctx.Err(), last)
+}
 
-	// A status set on node B, pushed to node A.
-	if err := bob.SetStatus(protocol.PresenceBusy, "on node B"); err != nil {
-		t.Fatal(err)
+// TestCluster runs three `huddle serve --redis` nodes on one redis-server.
+// Publisher and subscriber bots of six rooms dial the nodes round-robin:
+// each room's bots land on one node, the rooms spread over the nodes, and
+// media flows. A writer commits document operations in one room; its node
+// is killed with SIGKILL: the room's bots come back on a live node within
+// 15 s with media flowing, and the document there holds every
+// acknowledged operation.
+func TestCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three server processes")
 	}
-	adaW.wait(t, "bob", "ada sees bob busy", start, 10*time.Second,
-		func(p protocol.Person) bool { return p.State == protocol.PresenceBusy && p.Text == "on node B" })
-
-	// Queries on either node see both people.
-	people, err := ada.QueryPresence(ctx, "bob")
-	if err != nil || len(people) != 1 || people[0].State != protocol.PresenceBusy {
-		t.Fatalf("node A query of bob: %+v, %v", people, err)
+	addr := redistest.Start(t)
+	bin := buildHuddle(t)
+	const leaseTTL = 3 * time.Second
+	nodes := []*clusterNode{
+		startNode(t, bin, addr, "n1", leaseTTL), startNode(t, bin, addr, "n2", leaseTTL), startNode(t, bin, addr, "n3", leaseTTL),
 	}
-	people, err = bob.QueryPresence(ctx)
-	if err != nil || len(people) != 2 || people[0].Identity != "ada" || people[1].Identity != "bob" {
-		t.Fatalf("node B query of the room: %+v, %v", people, err)
+	urls := []string{nodes[0].url, nodes[1].url, nodes[2].url}
+	byURL := map[string]*clusterNode{}
+	for _, n := range nodes {
+		byURL[n.url] = n
 	}
-	req, _ := http.NewRequest("GET", a.base+"/admin/presence?room=shared", nil)
-	req.Header.Set("Authorization", "Bearer "+mintToken(t, "*", "ops", protocol.GrantAdmin))
-	res, err := http.DefaultClient.Do(req)
+	api, err := client.NewAPI(client.APIOptions{LoopbackOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var listed struct{ People []protocol.Person }
-	_ = json.NewDecoder(res.Body).Decode(&listed)
-	res.Body.Close()
-	if len(listed.People) != 2 {
-		t.Fatalf("node A admin presence of the room: %+v", listed)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+
+	type roomBots struct{ pub, sub *bot }
+	rooms := map[string]*roomBots{}
+	k := 0
+	for r := 1; r <= 6; r++ {
+		room := fmt.Sprintf("room-%d", r)
+		rb := &roomBots{}
+		for _, publish := range []bool{true, false} {
+			who := "sub"
+			if publish {
+				who = "pub"
+			}
+			b, err := dialBot(ctx, t, api, urls[k%3], room, who+strconv.Itoa(r), publish)
+			if err != nil {
+				t.Fatalf("%s %s via %s: %v", room, who, urls[k%3], err)
+			}
+			k++
+			t.Cleanup(b.close)
+			if publish {
+				rb.pub = b
+			} else {
+				rb.sub = b
+			}
+		}
+		rooms[room] = rb
+	}
+	perNode := map[string][]string{}
+	for room, rb := range rooms {
+		if rb.pub.URL() != rb.sub.URL() {
+			t.Fatalf("%s: publisher on %s, subscriber on %s", room, rb.pub.URL(), rb.sub.URL())
+		}
+		if len(rb.sub.Joined().Participants) != 1 {
+			t.Errorf("%s: the subscriber saw %d others at join; want the publisher", room, len(rb.sub.Joined().Participants))
+		}
+		id := byURL[rb.pub.URL()].id
+		perNode[id] = append(perNode[id], room)
+	}
+	t.Logf("rooms per node: %v", perNode)
+	if len(perNode) < 2 {
+		t.Errorf("every room on one node: %v", perNode)
+	}
+	waitMedia := func(what string, b *bot, limit time.Duration) {
+		t.Helper()
+		start := b.got.Load()
+		deadline := time.Now().Add(limit)
+		for b.got.Load() < start+50 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if b.got.Load() < start+50 {
+			t.Fatalf("%s: %d packets in %v; want 50 more", what, b.got.Load()-start, limit)
+		}
+	}
+	for room, rb := range rooms {
+		waitMedia(room, rb.sub, 10*time.Second)
 	}
 
-	// Kill node B: no goodbye reaches Redis. bob goes offline on node A
-	// after the deadline of his last heartbeat.
-	if err := b.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	// A writer in room-1 commits operations one at a time; acked keeps
+	// the text every acknowledged operation made.
+	const room = "room-1"
+	victim := byURL[rooms[room].pub.URL()]
+	writer, err := dialBot(ctx, t, api, victim.url, room, "writer", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(writer.close)
+	text, version, err := writer.docSnapshot(ctx)
+	if err != nil {
+		t.Fatalf("doc snapshot: %v", err)
+	}
+	acked := text
+	for seq := 1; seq <= 30; seq++ {
+		ins := string(rune('a' + seq%26))
+		op := []any{ins}
+		if n := len([]rune(acked)); n > 0 {
+			op = []any{n, ins}
+		}
+		if err := writer.sendDoc(map[string]any{"type": "submit", "seq": seq, "base": version, "op": op}); err != nil {
+			t.Fatal(err)
+		}
+		for got := false; !got; {
+			select {
+			case m := <-writer.docMsgs:
+				switch m["type"] {
+				case "ack":
+					version = int(m["version"].(float64))
+					acked += ins
+					got = true
+				case "doc_error":
+					t.Fatalf("doc error: %v", m)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("no ack for seq %d", seq)
+			}
+		}
+	}
+	t.Logf("%d operations acknowledged on %s; document version %d", 30, victim.id, version)
+
+	// kill -9 the room's node.
+	if err := victim.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	killed := time.Now()
-	<-b.exited
-	p, at := adaW.wait(t, "bob", "bob offline on node A after node B died", killed, 4*offline,
-		func(p protocol.Person) bool { return p.State == protocol.PresenceOffline })
-	took := at.Sub(killed)
-	t.Logf("node B killed; bob offline on node A after %v (offline timeout %v, heartbeats every 300 ms): %+v", took.Round(time.Millisecond), offline, p)
-	if took < offline-time.Second {
-		t.Errorf("bob offline %v after the kill: sooner than his last heartbeat's deadline allows", took)
+	var live []string
+	for _, u := range urls {
+		if u != victim.url {
+			live = append(live, u)
+		}
 	}
-	people, err = ada.QueryPresence(ctx, "ada", "bob")
-	if err != nil || people[0].State != protocol.PresenceOnline || people[1].State != protocol.PresenceOffline || people[1].Text != "on node B" {
-		t.Fatalf("after the kill: %+v, %v", people, err)
+	fctx, fcancel := context.WithTimeout(ctx, 15*time.Second)
+	defer fcancel()
+	pub, err := redial(fctx, t, api, live, room, "pub1", true)
+	if err != nil {
+		t.Fatalf("publisher not back within 15 s: %v", err)
 	}
+	t.Cleanup(pub.close)
+	sub, err := redial(fctx, t, api, live, room, "sub1", false)
+	if err != nil {
+		t.Fatalf("subscriber not back within 15 s: %v", err)
+	}
+	t.Cleanup(sub.close)
+	if pub.URL() != sub.URL() || pub.URL() == victim.url {
+		t.Fatalf("after the kill: publisher on %s, subscriber on %s (dead node %s)", pub.URL(), sub.URL(), victim.url)
+	}
+	waitMedia("after failover", sub, 15*time.Second-time.Since(killed))
+	back := time.Since(killed)
+	t.Logf("room %s back on %s with media %v after kill -9 of %s", room, byURL[pub.URL()].id, back.Round(time.Millisecond), victim.id)
+	if back > 15*time.Second {
+		t.Errorf("failover took %v; want under 15 s", back)
+	}
+	reader, err := redial(fctx, t, api, live, room, "reader", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reader.close)
+	got, gotVersion, err := reader.docSnapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(got, acked) || gotVersion < version {
+		t.Fatalf("document after failover: %q at %d; want every acknowledged operation: %q at %d", got, gotVersion, acked, version)
+	}
+	t.Logf("document after failover: version %d, %d code points, every acknowledged operation kept", gotVersion, len([]rune(got)))
+
+	// Drain: SIGTERM the node that now serves room-1. Its clients get a
+	// redirect to another live node, follow it, and media flows there; the
+	// node exits.
+	drained := byURL[pub.URL()]
+	if err := drained.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	termAt := time.Now()
+	select {
+	case <-sub.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the drained node did not end the subscriber's session within 10 s")
+	}
+	mv := sub.Moved()
+	if mv == nil || mv.Reason != "drain" || mv.URL == drained.url || byURL[mv.URL] == nil {
+		t.Fatalf("subscriber's session ended with redirect %+v; want a drain redirect to a live node", mv)
+	}
+	dctx, dcancel := context.WithTimeout(ctx, 15*time.Second)
+	defer dcancel()
+	pub2, err := redial(dctx, t, api, []string{mv.URL}, room, "pub1", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub2.close)
+	sub2, err := redial(dctx, t, api, []string{mv.URL}, room, "sub1", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sub2.close)
+	waitMedia("after drain", sub2, 10*time.Second)
+	select {
+	case err := <-drained.exited:
+		drained.exited <- err // for the cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatal("the drained node did not exit within 10 s of SIGTERM")
+	}
+	t.Logf("drain: %s exited; room %s on %s with media %v after SIGTERM", drained.id, room, byURL[sub2.URL()].id, time.Since(termAt).Round(time.Millisecond))
+}
+
+// TestClusterBots runs `huddle bots --rooms 6` against three nodes: every
+// bot joins, every subscriber gets media, and the rooms spread over the
+// nodes (read from each node's /metrics while the bots run).
+func TestClusterBots(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three server processes")
+	}
+	addr := redistest.Start(t)
+	bin := buildHuddle(t)
+	var urls []string
+	for _, id := range []string{"n1", "n2", "n3"} {
+		urls = append(urls, startNode(t, bin, addr, id, 3*time.Second).url)
+	}
+	var out, errOut lockedBuffer
+	cmd := exec.Command(bin, "bots", "--url", strings.Join(urls, ","), "--rooms", "6", "--publishers", "6", "--subscribers", "6",
+		"--duration", "8s", "--audio-only", "--json")
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	maxRooms := make([]int, len(urls))
+	hc := &http.Client{Timeout: time.Second}
+	for running := true; running; {
+		select {
+		case err := <-done:
+			running = false
+			if err != nil {
+				t.Fatalf("huddle bots: %v\n%s\n%s", err, out.String(), errOut.String())
+			}
+		case <-time.After(250 * time.Millisecond):
+			for i, u := range urls {
+				if n := scrapeGauge(hc, u, "huddle_rooms"); n > maxRooms[i] {
+					maxRooms[i] = n
+				}
+			}
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var rep struct {
+		Joined  int `json:"joined"`
+		Failed  int `json:"failed"`
+		NoMedia int `json:"no_media"`
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &rep); err != nil {
+		t.Fatalf("bots output: %v\n%s", err, out.String())
+	}
+	total, used := 0, 0
+	for _, n := range maxRooms {
+		total += n
+		if n > 0 {
+			used++
+		}
+	}
+	t.Logf("bots: %d joined, %d failed, %d without media; rooms per node (max seen): %v", rep.Joined, rep.Failed, rep.NoMedia, maxRooms)
+	if rep.Joined != 12 || rep.Failed != 0 || rep.NoMedia != 0 {
+		t.Errorf("want 12 bots joined with media")
+	}
+	if total != 6 || used < 2 {
+		t.Errorf("rooms per node %v: want the six rooms, each on one node, over at least two nodes", maxRooms)
+	}
+}
+
+// scrapeGauge reads one unlabelled gauge from a node's /metrics; -1 when
+// it cannot.
+func scrapeGauge(hc *http.Client, base, name string) int {
+	res, err := hc.Get(base + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer res.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(res.Body)
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err == nil {
+				return int(f)
+			}
+		}
+	}
+	return -1
+}
+
+// TestClusterStall stops the owner of a room (SIGSTOP) past its lease:
+// the room is claimed by the other node, where a writer goes on. When the
+// stalled node resumes it must not serve the room any more: its clients
+// get a redirect ("moved"), and an operation sent to it right away is
+// never acknowledged nor written into the document.
+func TestClusterStall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts server processes")
+	}
+	addr := redistest.Start(t)
+	bin := buildHuddle(t)
+	const leaseTTL = 2 * time.Second
+	nodes := []*clusterNode{startNode(t, bin, addr, "n1", leaseTTL), startNode(t, bin, addr, "n2", leaseTTL)}
+	byURL := map[string]*clusterNode{nodes[0].url: nodes[0], nodes[1].url: nodes[1]}
+	api, err := client.NewAPI(client.APIOptions{LoopbackOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const room = "stall"
+	old, err := dialBot(ctx, t, api, nodes[0].url, room, "old-writer", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(old.close)
+	owner := byURL[old.URL()]
+	var other *clusterNode
+	for _, n := range nodes {
+		if n != owner {
+			other = n
+		}
+	}
+	if _, _, err := old.docSnapshot(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := owner.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	t.Cleanup(func() {
+		if stopped {
+			_ = owner.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	})
+	fctx, fcancel := context.WithTimeout(ctx, 15*time.Second)
+	defer fcancel()
+	writer, err := redial(fctx, t, api, []string{other.url}, room, "new-writer", false)
+	if err != nil {
+		t.Fatalf("the room was not claimed by %s while %s was stopped: %v", other.id, owner.id, err)
+	}
+	t.Cleanup(writer.close)
+	if writer.URL() != other.url {
+		t.Fatalf("new writer on %s; want %s", writer.URL(), other.url)
+	}
+	text, version, err := writer.docSnapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	insertAt := func(text, ins string) []any {
+		if n := len([]rune(text)); n > 0 {
+			return []any{n, ins}
+		}
+		return []any{ins}
+	}
+	if err := writer.sendDoc(map[string]any{"type": "submit", "seq": 1, "base": version, "op": insertAt(text, "new")}); err != nil {
+		t.Fatal(err)
+	}
+	waitAck := func(b *bot, limit time.Duration) (map[string]any, bool) {
+		deadline := time.After(limit)
+		for {
+			select {
+			case m := <-b.docMsgs:
+				if m["type"] == "ack" || m["type"] == "doc_error" {
+					return m, true
+				}
+			case <-deadline:
+				return nil, false
+			case <-b.Done():
+				return nil, false
+			}
+		}
+	}
+	if m, ok := waitAck(writer, 5*time.Second); !ok || m["type"] != "ack" {
+		t.Fatalf("new owner: %v", m)
+	}
+
+	// Resume the stalled node and at once send it an operation.
+	if err := owner.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
+	_ = old.sendDoc(map[string]any{"type": "submit", "seq": 1, "base": version, "op": insertAt(text, "STALE")})
+	if m, ok := waitAck(old, 3*time.Second); ok && m["type"] == "ack" {
+		t.Fatalf("the stalled node acknowledged an operation after losing the room: %v", m)
+	}
+	select {
+	case <-old.Done():
+	case <-time.After(2 * leaseTTL):
+		t.Fatal("the stalled node still serves the room")
+	}
+	if mv := old.Moved(); mv == nil || mv.Reason != "moved" {
+		t.Errorf("old session ended with %+v; want a redirect (moved)", mv)
+	}
+	reader, err := redial(fctx, t, api, []string{owner.url}, room, "reader", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reader.close)
+	if reader.URL() != other.url {
+		t.Errorf("a join through the resumed node landed on %s; want %s", reader.URL(), other.url)
+	}
+	got, _, err := reader.docSnapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(got, "STALE") || !strings.Contains(got, "new") {
+		t.Fatalf("document %q: want the new owner's op and not the stalled node's", got)
+	}
+	t.Logf("stalled %s gave up the room; document %q", owner.id, got)
 }

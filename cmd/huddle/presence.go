@@ -21,10 +21,10 @@ import (
 func startPresence(ctx context.Context, f serveFlags, log *slog.Logger) (*presence.Tracker, func(), error) {
 	cfg := presence.Config{AwayAfter: f.presenceAway, OfflineAfter: f.presenceOffline, Logger: log}
 	closeRedis := func() {}
-	if f.redisURL != "" {
-		opts, err := redis.ParseURL(f.redisURL)
+	if f.redis != "" {
+		opts, err := redis.ParseURL(f.redis)
 		if err != nil {
-			return nil, nil, fmt.Errorf("--redis %q: %w", f.redisURL, err)
+			return nil, nil, fmt.Errorf("--redis %q: %w", f.redis, err)
 		}
 		client := redis.NewClient(opts)
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)

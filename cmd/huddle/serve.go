@@ -17,7 +17,9 @@ import (
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 
+	"github.com/huddle-rtc/huddle/presence"
 	"github.com/huddle-rtc/huddle/rooms"
+	"github.com/huddle-rtc/huddle/rooms/cluster"
 	"github.com/huddle-rtc/huddle/rooms/doc"
 	"github.com/huddle-rtc/huddle/sfu"
 	"github.com/huddle-rtc/huddle/signaling"
@@ -38,10 +40,11 @@ type serveFlags struct {
 	maxData   int
 	dataDir   string
 
-	redisURL        string
 	presenceAway    time.Duration
 	presenceOffline time.Duration
 	turn            turnFlags
+	redis           string
+	cluster         clusterFlags
 }
 
 func newServeCmd() *cobra.Command {
@@ -77,10 +80,11 @@ on the command line wins over the environment, which wins over the file.`,
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.IntVar(&f.maxData, "max-data-message", 16<<10, "largest data-channel message relayed, in bytes")
 	fl.StringVar(&f.dataDir, "data-dir", "./data", "directory of the rooms' documents (created if missing)")
-	fl.StringVar(&f.redisURL, "redis", "", "Redis URL (redis://host:port/db) shared by the nodes; empty keeps everything in process")
 	fl.DurationVar(&f.presenceAway, "presence-away", 45*time.Second, "a session without heartbeat for this long is away")
 	fl.DurationVar(&f.presenceOffline, "presence-offline", 2*time.Minute, "a session without heartbeat for this long is gone (offline)")
 	addTurnFlags(fl, &f.turn, false)
+	fl.StringVar(&f.redis, "redis", "", "Redis URL (redis://host:6379/0) shared by the nodes: cluster mode, documents and presence in Redis; empty keeps everything in process")
+	addClusterFlags(fl, &f.cluster)
 	return cmd
 }
 
@@ -209,17 +213,49 @@ func serve(ctx context.Context, f serveFlags) error {
 	if turnSrv != nil {
 		roomsCfg.ICEServersFor = iceServersFor(turnSrv)
 	}
-	reg := rooms.NewRegistry(roomsCfg)
 	tracker, stopPresence, err := startPresence(ctx, f, log)
 	if err != nil {
 		return err
 	}
 	defer stopPresence()
-	srv := signaling.New(signaling.Config{
+	// Cluster mode: documents in Redis, fenced by the rooms' leases.
+	var cl *cluster.Cluster
+	if f.redis != "" {
+		rdb, err := openRedis(ctx, f.redis)
+		if err != nil {
+			return err
+		}
+		defer rdb.Close()
+		roomsCfg.Docs = fencedDocs(rdb, &cl)
+		reg := rooms.NewRegistry(roomsCfg)
+		if cl, _, err = joinCluster(ctx, f, rdb, reg, log); err != nil {
+			return err
+		}
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := cl.Close(cctx); err != nil {
+				log.Warn("leave the cluster", "err", err)
+			}
+		}()
+		return serveHTTP(ctx, f, log, reg, verifier, engine, tracker, cl)
+	}
+	reg := rooms.NewRegistry(roomsCfg)
+	return serveHTTP(ctx, f, log, reg, verifier, engine, tracker, nil)
+}
+
+// serveHTTP runs the signaling server until ctx ends; in cluster mode
+// (cl not nil) it first drains the rooms to other nodes.
+func serveHTTP(ctx context.Context, f serveFlags, log *slog.Logger, reg *rooms.Registry, verifier *auth.Verifier, engine *sfu.Engine, tracker *presence.Tracker, cl *cluster.Cluster) error {
+	sigCfg := signaling.Config{
 		Registry: reg, Verifier: verifier, Logger: log,
 		Dev: f.dev, DevKey: f.apiKey, DevSecret: f.apiSecret, Web: web.Handler(),
 		Presence: tracker,
-	})
+	}
+	if cl != nil {
+		sigCfg.Placement = cl
+	}
+	srv := signaling.New(sigCfg)
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -238,6 +274,9 @@ func serve(ctx context.Context, f serveFlags) error {
 	case <-ctx.Done():
 	case err := <-errc:
 		return fmt.Errorf("http server: %w", err)
+	}
+	if cl != nil {
+		drain(cl, reg, f.cluster.drainGrace, log)
 	}
 	log.Info("shutting down")
 	shutCtx, cancel := context.WithTimeout(context.Background(), 4*time.Second)

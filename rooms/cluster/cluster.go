@@ -205,7 +205,7 @@ func (c *Cluster) heartbeat(ctx context.Context) error {
 	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Set(ctx, c.nodeKey(n.ID), b, c.cfg.LeaseTTL)
 		p.ZAdd(ctx, c.nodesKey(), redis.Z{Score: float64(exp), Member: n.ID})
-		p.ZRemRangeByScore(ctx, c.nodesKey(), "-inf", strconv.FormatInt(now.UnixMilli(), 10))
+		p.ZRemRangeByScore(ctx, c.nodesKey(), "-inf", strconv.FormatInt(now.Add(-10*c.cfg.LeaseTTL).UnixMilli(), 10))
 		p.HSet(ctx, c.assignedKey(), n.ID, n.Rooms)
 		return nil
 	})
@@ -214,8 +214,9 @@ func (c *Cluster) heartbeat(ctx context.Context) error {
 
 // Nodes lists the live nodes.
 func (c *Cluster) Nodes(ctx context.Context) ([]Node, error) {
-	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
-	ids, err := c.rdb.ZRangeByScore(ctx, c.nodesKey(), &redis.ZRangeBy{Min: now, Max: "+inf"}).Result()
+	// Liveness is the node key's TTL, kept by Redis's clock; the set only
+	// lists candidates (and forgets long-dead ones at heartbeats).
+	ids, err := c.rdb.ZRange(ctx, c.nodesKey(), 0, -1).Result()
 	if err != nil {
 		return nil, fmt.Errorf("cluster: list nodes: %w", err)
 	}

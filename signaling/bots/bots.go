@@ -31,6 +31,15 @@ type Config struct {
 	// URL is the server, http(s):// or ws(s):// (default
 	// http://127.0.0.1:7800).
 	URL string
+	// URLs, when it has more than one entry, spreads the bots over
+	// several servers (the nodes of a cluster): bot i dials URLs[i mod n]
+	// first, and a node that does not serve its room redirects it. URL is
+	// then ignored.
+	URLs []string
+	// Reconnect makes a bot whose session ended before the run (its node
+	// died, drained) or whose join failed join again, with backoff, through
+	// the next URL.
+	Reconnect bool
 	// Room is the room name (default "bots"); with Rooms > 1 the bots are
 	// spread round-robin over Room-1 … Room-K.
 	Room  string
@@ -158,6 +167,7 @@ type botSpec struct {
 	identity string
 	start    time.Duration // offset from the run's start
 	rng      *rand.Rand    // this bot's own, from the seed
+	urls     []string      // the servers to dial, the first first
 }
 
 // plan lays out the bots: publishers first (so subscribers find media),
@@ -185,8 +195,15 @@ func plan(cfg *Config) []botSpec {
 	add(rolePublisher, cfg.Publishers)
 	add(roleSubscriber, cfg.Subscribers)
 	add(roleEditor, cfg.Editors)
+	urls := cfg.URLs
+	if len(urls) == 0 {
+		urls = []string{cfg.URL}
+	}
 	var at time.Duration
 	for i := range specs {
+		for j := range urls {
+			specs[i].urls = append(specs[i].urls, urls[(i+j)%len(urls)])
+		}
 		specs[i].start = at
 		jitter := time.Duration(rng.Int64N(int64(cfg.Stagger)/2+1)) - cfg.Stagger/4
 		at += cfg.Stagger + jitter
@@ -318,13 +335,36 @@ func runBot(ctx context.Context, e *env, spec botSpec) *botResult {
 		if err != nil {
 			return err
 		}
+		run := runSubscriber
 		switch spec.role {
 		case rolePublisher:
-			return runPublisher(ctx, e, spec, token, res)
+			run = runPublisher
 		case roleEditor:
+			// An editor's session is its document state: it does not
+			// rejoin (its report says what it lost).
 			return runEditor(ctx, e, spec, token, res)
 		}
-		return runSubscriber(ctx, e, spec, token, res)
+		for attempt := 0; ; attempt++ {
+			err := run(ctx, e, spec, token, res)
+			if !e.cfg.Reconnect || ctx.Err() != nil {
+				return err
+			}
+			// The session ended early, or the join failed: go on through
+			// the next server after a pause that grows to 2 s.
+			res.reconnects++
+			if err == nil {
+				attempt = 0
+			}
+			spec.urls = append(spec.urls[1:], spec.urls[0])
+			select {
+			case <-ctx.Done():
+				if res.joined {
+					return nil
+				}
+				return err
+			case <-time.After(min(200*time.Millisecond<<attempt, 2*time.Second)):
+			}
+		}
 	}()
 	if err != nil {
 		res.err = err

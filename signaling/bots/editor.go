@@ -209,7 +209,7 @@ func runEditor(ctx context.Context, e *env, spec botSpec, token string, res *bot
 	defer close(quit)
 	dialStart := time.Now()
 	jctx, cancel := context.WithTimeout(ctx, e.cfg.JoinTimeout)
-	c, err := client.Dial(jctx, e.cfg.URL, token, client.Options{
+	c, err := client.Dial(jctx, spec.urls[0], token, client.Options{
 		API:    e.api,
 		Logger: e.cfg.Logger,
 		OnChannel: func(dc *webrtc.DataChannel) {

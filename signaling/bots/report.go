@@ -12,10 +12,11 @@ import (
 
 // botResult is what one bot measured.
 type botResult struct {
-	spec     botSpec
-	joined   bool
-	joinTime time.Duration
-	err      error
+	spec       botSpec
+	joined     bool
+	joinTime   time.Duration
+	err        error
+	reconnects int
 
 	// Publishers.
 	sentPackets uint64
@@ -46,6 +47,8 @@ type Report struct {
 	// or joined and then failed (a publisher whose publish was refused).
 	Joined int `json:"joined"`
 	Failed int `json:"failed"`
+	// Reconnects counts the joins bots made again (--reconnect).
+	Reconnects int `json:"reconnects,omitempty"`
 	// NoMedia counts joined subscribers that received no RTP at all.
 	NoMedia int `json:"no_media"`
 
@@ -158,6 +161,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		r.Publishers, r.Subscribers, r.Rooms, r.DurationS)
 	fmt.Fprintf(&b, "  joined       %d of %d (%d failed); join p50 %.1f ms, p99 %.1f ms\n",
 		r.Joined, r.Participants, r.Failed, r.JoinMS.P50, r.JoinMS.P99)
+	if r.Reconnects > 0 {
+		fmt.Fprintf(&b, "  reconnects   %d\n", r.Reconnects)
+	}
 	if r.Subscribers > 0 {
 		fmt.Fprintf(&b, "  first media  p50 %.1f ms, p99 %.1f ms; %d subscriber(s) got nothing\n",
 			r.FirstMediaMS.P50, r.FirstMediaMS.P99, r.NoMedia)
@@ -204,6 +210,7 @@ func aggregate(cfg *Config, results []*botResult, elapsed time.Duration) *Report
 	var sentBytes uint64
 	errCount := map[string]int{}
 	for _, b := range results {
+		r.Reconnects += b.reconnects
 		if b.err != nil {
 			r.Failed++
 			errCount[fmt.Sprintf("%s %s: %v", b.spec.role, b.spec.room, b.err)]++

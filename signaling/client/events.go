@@ -121,6 +121,20 @@ func (c *Client) dispatch(raw []byte) {
 			return
 		}
 		c.emit(Event{Type: env.Type, Message: m})
+	case protocol.TypeRedirect:
+		m := &protocol.Redirect{}
+		if !c.decode(raw, m) {
+			return
+		}
+		if id := c.joinID(); id != "" && c.resolve(id, reply{err: &RedirectError{*m}}) {
+			return
+		}
+		// A joined session moves: it ends like a bye, with the redirect.
+		c.mu.Lock()
+		c.moved = m
+		c.mu.Unlock()
+		c.emit(Event{Type: env.Type, Message: m})
+		c.byeOnce.Do(func() { close(c.byeSeen) })
 	case protocol.TypeBye:
 		m := &protocol.Bye{}
 		if c.decode(raw, m) {
