@@ -10,7 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -159,50 +159,20 @@ func mintToken(t *testing.T, room, identity string, grants ...string) string {
 	return tok
 }
 
-// watcher collects the presence pushes a client gets.
-type watcher struct {
-	mu     sync.Mutex
-	people []protocol.Person
-	at     []time.Time
-	done   chan struct{}
-}
-
-func watch(c *client.Client) *watcher {
-	w := &watcher{done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		for ev := range c.Events() {
-			if m, ok := ev.Message.(*protocol.PresenceUpdate); ok {
-				w.mu.Lock()
-				for _, p := range m.People {
-					w.people = append(w.people, p)
-					w.at = append(w.at, time.Now())
-				}
-				w.mu.Unlock()
-			}
-		}
-	}()
-	return w
-}
-
-// wait returns the first push about identity after since that satisfies
-// cond, and when it came.
-func (w *watcher) wait(t *testing.T, identity, what string, since time.Time, limit time.Duration, cond func(protocol.Person) bool) (protocol.Person, time.Time) {
+// waitPerson polls c's presence query of identity until cond holds, and
+// returns the person and when it held.
+func waitPerson(ctx context.Context, t *testing.T, c *client.Client, identity, what string, limit time.Duration, cond func(protocol.Person) bool) (protocol.Person, time.Time) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
+	var last []protocol.Person
 	for {
-		w.mu.Lock()
-		for i, p := range w.people {
-			if p.Identity == identity && !w.at[i].Before(since) && cond(p) {
-				at := w.at[i]
-				w.mu.Unlock()
-				return p, at
-			}
+		people, err := c.QueryPresence(ctx, identity)
+		if err == nil && len(people) == 1 && cond(people[0]) {
+			return people[0], time.Now()
 		}
-		last := fmt.Sprint(w.people)
-		w.mu.Unlock()
+		last = people
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v; pushes: %s", what, limit, last)
+			t.Fatalf("%s: not within %v; last: %+v, %v", what, limit, last, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -223,8 +193,8 @@ func TestClusterPresence(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	grants := []string{protocol.GrantSubscribe, protocol.GrantData}
-	dial := func(n *node, identity string) *client.Client {
-		c, err := client.Dial(ctx, n.base, mintToken(t, "shared", identity, grants...), client.Options{
+	dial := func(n *node, room, identity string) *client.Client {
+		c, err := client.Dial(ctx, n.base, mintToken(t, room, identity, grants...), client.Options{
 			LoopbackOnly: true, HeartbeatInterval: 300 * time.Millisecond, EventBuffer: 1024,
 		})
 		if err != nil {
@@ -233,31 +203,49 @@ func TestClusterPresence(t *testing.T) {
 		t.Cleanup(func() { _ = c.Close() })
 		return c
 	}
-	ada := dial(a, "ada")
-	adaW := watch(ada)
+	// In cluster mode a room lives on one node (the client follows the
+	// redirect there): ada's room and bob's room must be on different
+	// nodes, so bob tries rooms until his lands on the node ada is not on.
+	ada := dial(a, "room-a", "ada")
+	var bob *client.Client
+	var bobNode *node
+	for i := 0; bob == nil; i++ {
+		if i == 20 {
+			t.Fatal("20 rooms in a row were placed on ada's node")
+		}
+		c := dial(b, fmt.Sprintf("room-b%d", i), "bob")
+		if c.URL() != ada.URL() {
+			bob = c
+			bobNode = b
+			if strings.Contains(c.URL(), strings.TrimPrefix(a.base, "http://")) {
+				bobNode = a
+			}
+			break
+		}
+		_ = c.Close()
+	}
 	start := time.Now()
-	bob := dial(b, "bob")
-	_, at := adaW.wait(t, "bob", "ada (node A) hears bob (node B) online", start, 10*time.Second,
+	_, at := waitPerson(ctx, t, ada, "bob", "ada's node sees bob (other node) online", 10*time.Second,
 		func(p protocol.Person) bool { return p.State == protocol.PresenceOnline })
-	t.Logf("bob's join on node B reached ada on node A in %v", at.Sub(start).Round(time.Millisecond))
+	t.Logf("bob's join on %s seen from ada's node in %v", bobNode.name, at.Sub(start).Round(time.Millisecond))
 
-	// A status set on node B, pushed to node A.
-	if err := bob.SetStatus(protocol.PresenceBusy, "on node B"); err != nil {
+	// A status set on bob's node is seen on ada's.
+	if err := bob.SetStatus(protocol.PresenceBusy, "on the other node"); err != nil {
 		t.Fatal(err)
 	}
-	adaW.wait(t, "bob", "ada sees bob busy", start, 10*time.Second,
-		func(p protocol.Person) bool { return p.State == protocol.PresenceBusy && p.Text == "on node B" })
+	waitPerson(ctx, t, ada, "bob", "ada's node sees bob busy", 10*time.Second,
+		func(p protocol.Person) bool { return p.State == protocol.PresenceBusy && p.Text == "on the other node" })
 
 	// Queries on either node see both people.
-	people, err := ada.QueryPresence(ctx, "bob")
-	if err != nil || len(people) != 1 || people[0].State != protocol.PresenceBusy {
-		t.Fatalf("node A query of bob: %+v, %v", people, err)
+	people, err := bob.QueryPresence(ctx, "ada", "bob")
+	if err != nil || len(people) != 2 || people[0].State != protocol.PresenceOnline || people[1].State != protocol.PresenceBusy {
+		t.Fatalf("bob's node query of ada and bob: %+v, %v", people, err)
 	}
-	people, err = bob.QueryPresence(ctx)
-	if err != nil || len(people) != 2 || people[0].Identity != "ada" || people[1].Identity != "bob" {
-		t.Fatalf("node B query of the room: %+v, %v", people, err)
+	adaNode := a
+	if bobNode == a {
+		adaNode = b
 	}
-	req, _ := http.NewRequest("GET", a.base+"/admin/presence?room=shared", nil)
+	req, _ := http.NewRequest("GET", adaNode.base+"/admin/presence?identity=bob", nil)
 	req.Header.Set("Authorization", "Bearer "+mintToken(t, "*", "ops", protocol.GrantAdmin))
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -266,26 +254,26 @@ func TestClusterPresence(t *testing.T) {
 	var listed struct{ People []protocol.Person }
 	_ = json.NewDecoder(res.Body).Decode(&listed)
 	res.Body.Close()
-	if len(listed.People) != 2 {
-		t.Fatalf("node A admin presence of the room: %+v", listed)
+	if len(listed.People) != 1 || listed.People[0].State != protocol.PresenceBusy {
+		t.Fatalf("ada's node admin presence of bob: %+v", listed)
 	}
 
-	// Kill node B: no goodbye reaches Redis. bob goes offline on node A
-	// after the deadline of his last heartbeat.
-	if err := b.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	// Kill bob's node: no goodbye reaches Redis. bob goes offline on
+	// ada's node after the deadline of his last heartbeat.
+	if err := bobNode.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	killed := time.Now()
-	<-b.exited
-	p, at := adaW.wait(t, "bob", "bob offline on node A after node B died", killed, 4*offline,
+	<-bobNode.exited
+	p, at := waitPerson(ctx, t, ada, "bob", "bob offline on ada's node after his node died", 4*offline,
 		func(p protocol.Person) bool { return p.State == protocol.PresenceOffline })
 	took := at.Sub(killed)
-	t.Logf("node B killed; bob offline on node A after %v (offline timeout %v, heartbeats every 300 ms): %+v", took.Round(time.Millisecond), offline, p)
+	t.Logf("%s killed; bob offline on ada's node after %v (offline timeout %v, heartbeats every 300 ms): %+v", bobNode.name, took.Round(time.Millisecond), offline, p)
 	if took < offline-time.Second {
 		t.Errorf("bob offline %v after the kill: sooner than his last heartbeat's deadline allows", took)
 	}
 	people, err = ada.QueryPresence(ctx, "ada", "bob")
-	if err != nil || people[0].State != protocol.PresenceOnline || people[1].State != protocol.PresenceOffline || people[1].Text != "on node B" {
+	if err != nil || len(people) != 2 || people[0].State != protocol.PresenceOnline || people[1].State != protocol.PresenceOffline || people[1].Text != "on the other node" {
 		t.Fatalf("after the kill: %+v, %v", people, err)
 	}
 }
