@@ -14,10 +14,6 @@ import (
 // allocTick is how often a subscriber's layers are chosen again.
 const allocTick = 250 * time.Millisecond
 
-// congestionLoss is the receiver-reported loss fraction that counts as
-// congestion.
-const congestionLoss = 0.1
-
 // downlink is what the allocator of one subscriber measured last, for
 // statistics.
 type downlink struct {
@@ -77,14 +73,19 @@ func (p *Peer) allocate(now time.Time, bwe cc.BandwidthEstimator, a *quality.All
 	if bwe != nil {
 		est = bwe.GetTargetBitrate()
 	}
-	congested := st.lastEst > 0 && est < st.lastEst*95/100
+	sig := quality.Signals{Estimate: est, Fell: st.lastEst > 0 && est < st.lastEst*95/100}
+	if bwe != nil {
+		if l, ok := bwe.GetStats()["averageLoss"].(float64); ok {
+			sig.Loss = l
+		}
+	}
 	st.lastEst = est
 	other := 0
 	video := st.downs[:0:0]
 	st.tracks = st.tracks[:0]
 	for _, d := range st.downs {
-		if rr := d.ReceiverStats(); rr.At.After(st.lastReport) && rr.FractionLost > congestionLoss {
-			congested = true
+		if rr := d.ReceiverStats(); rr.At.After(st.lastReport) {
+			sig.Loss = max(sig.Loss, rr.FractionLost)
 		}
 		rates := d.up.LayerBitrates(now)
 		if d.up.info.Kind != webrtc.RTPCodecTypeVideo {
@@ -100,7 +101,11 @@ func (p *Peer) allocate(now time.Time, bwe cc.BandwidthEstimator, a *quality.All
 		st.tracks = append(st.tracks, t)
 	}
 	st.lastReport = now
-	dec := a.Update(now, est, congested, st.tracks, other)
+	dec := a.Update(now, sig, st.tracks, other)
+	if dec.Event != "" {
+		p.log.Debug("layers", "event", dec.Event, "estimate", est, "fell", sig.Fell, "loss", sig.Loss,
+			"layers", dec.Layers, "probe_bps", dec.ProbeBps, "rates", st.tracks, "other", other)
+	}
 	p.down.estimate.Store(int64(est))
 	p.down.limited.Store(dec.Limited)
 	probeSet := false

@@ -298,8 +298,13 @@ func (p *Peer) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 	if up := p.layered[remote.ID()]; up != nil && rid != "" {
 		l := up.addLayer(index, uint32(remote.SSRC()), remoteSource{remote})
 		if l == nil {
+			if old := up.layer(int32(index)); old != nil {
+				old.ssrc.Store(uint32(remote.SSRC()))
+			}
 			p.mu.Unlock()
-			p.log.Warn("duplicate simulcast layer; ignored", "rid", rid)
+			// Pion announces a layer again when it replaced its stream;
+			// the layer's reader goes on reading the same track.
+			p.log.Debug("simulcast layer announced again", "rid", rid)
 			return
 		}
 		p.startReaders(l, recv)
@@ -322,6 +327,7 @@ func (p *Peer) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 	// The other layers of a simulcast track may arrive at once: they
 	// find the group under the same lock.
 	up := newUpTrackGroup(info, rid != "", p.pub, extURIs)
+	up.stop = p.quit
 	l := up.addLayer(index, uint32(remote.SSRC()), remoteSource{remote})
 	p.ups[info.SID] = up
 	if rid != "" {

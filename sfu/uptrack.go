@@ -96,6 +96,10 @@ type UpTrack struct {
 	retired bool
 	running int // layer readers still running; guarded by mu
 
+	// stop, closed when the publisher's peer closes, ends readers that
+	// wait for a stream to come back (nil: they end at once).
+	stop <-chan struct{}
+
 	muted       atomic.Bool
 	packetsOut  atomic.Uint64
 	bytesOut    atomic.Uint64
@@ -109,7 +113,7 @@ type UpTrack struct {
 type layer struct {
 	up       *UpTrack
 	index    int
-	ssrc     uint32
+	ssrc     atomic.Uint32 // Pion may replace the stream with a new SSRC
 	src      rtpSource
 	history  *packetHistory
 	nacks    chan nackRequest
@@ -168,11 +172,11 @@ func (u *UpTrack) addLayer(index int, ssrc uint32, src rtpSource) *layer {
 	l := &layer{
 		up:      u,
 		index:   index,
-		ssrc:    ssrc,
 		src:     src,
 		history: newPacketHistory(historySize),
 		nacks:   make(chan nackRequest, nackQueueLen),
 	}
+	l.ssrc.Store(ssrc)
 	u.layers[index].Store(l)
 	u.running++
 	return l
@@ -233,10 +237,20 @@ func (u *UpTrack) LayerSSRCs() [maxLayers]uint32 {
 	var out [maxLayers]uint32
 	for i := range u.layers {
 		if l := u.layers[i].Load(); l != nil {
-			out[i] = l.ssrc
+			out[i] = l.ssrc.Load()
 		}
 	}
 	return out
+}
+
+// streamRevival is how long a layer's reader waits for its stream to come
+// back after it ended while the peer lives on.
+const streamRevival = 2 * time.Second
+
+func (u *UpTrack) isRetired() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.retired
 }
 
 // Retire marks the track as unpublished: from now on it takes no new
@@ -322,7 +336,7 @@ func (l *layer) requestKeyframe(now int64) {
 		return
 	}
 	u.keyRequests.Add(1)
-	_ = u.rtcp.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: l.ssrc}})
+	_ = u.rtcp.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: l.ssrc.Load()}})
 }
 
 // KeyframeRequests returns how many PLIs were sent to the publisher.
@@ -332,7 +346,7 @@ func (u *UpTrack) KeyframeRequests() uint64 { return u.keyRequests.Load() }
 func (u *UpTrack) mediaSSRC() uint32 {
 	for i := range u.layers {
 		if l := u.layers[i].Load(); l != nil {
-			return l.ssrc
+			return l.ssrc.Load()
 		}
 	}
 	return 0
@@ -370,15 +384,33 @@ func (l *layer) run() {
 		}
 	}()
 	var p packetView
+	var failingSince time.Time
 	for {
 		buf := l.history.buffer()
 		n, err := l.src.Read(buf)
 		if err != nil {
-			if isClosedErr(err) {
+			if !isClosedErr(err) {
+				continue // a malformed packet: skip it
+			}
+			// Pion may replace a layer's stream (it then announces the
+			// track again): keep reading for a while unless the track or
+			// the peer is gone.
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+			}
+			if l.up.stop == nil || l.up.isRetired() || time.Since(failingSince) > streamRevival {
 				return
 			}
-			continue // a malformed packet: skip it
+			t := time.NewTimer(50 * time.Millisecond)
+			select {
+			case <-l.up.stop:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			continue
 		}
+		failingSince = time.Time{}
 		if parseRTP(buf[:n], &p) != nil {
 			continue
 		}
@@ -397,7 +429,13 @@ func (l *layer) receive(p *packetView, n int, now int64) {
 	l.winBytes += uint64(n)
 	if el := now - l.winStart; el >= rateWindow {
 		if l.winStart != 0 {
-			l.rate.Store(int64(l.winBytes * 8 * uint64(time.Second) / uint64(el)))
+			// Smoothed over about 1.5 s, so that a keyframe does not
+			// look like a new rate.
+			sample := int64(l.winBytes * 8 * uint64(time.Second) / uint64(el))
+			if old := l.rate.Load(); old > 0 && el < 4*rateWindow {
+				sample = (7*old + 3*sample) / 10
+			}
+			l.rate.Store(sample)
 		}
 		l.winStart, l.winBytes = now, 0
 	}

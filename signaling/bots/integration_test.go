@@ -122,6 +122,13 @@ func TestRunAgainstServer(t *testing.T) {
 // and returns its base URL.
 func startServer(t *testing.T) string {
 	t.Helper()
+	return startServerAt(t, "127.0.0.1", "--dev")
+}
+
+// startServerAt runs the server listening on host with the extra
+// arguments given, until the test ends, and returns its base URL.
+func startServerAt(t *testing.T, host string, args ...string) string {
+	t.Helper()
 	bin := os.Getenv("HUDDLE_BIN")
 	if bin == "" {
 		bin = filepath.Join(t.TempDir(), "huddle")
@@ -132,9 +139,9 @@ func startServer(t *testing.T) string {
 		}
 	}
 	httpPort, udpPort := freePort(t, false), freePort(t, true)
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort))
+	addr := net.JoinHostPort(host, strconv.Itoa(httpPort))
 	var log syncBuffer
-	cmd := exec.Command(bin, "serve", "--dev", "--listen", addr, "--udp-port", strconv.Itoa(udpPort))
+	cmd := exec.Command(bin, append([]string{"serve", "--listen", addr, "--udp-port", strconv.Itoa(udpPort)}, args...)...)
 	cmd.Dir = t.TempDir()
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {

@@ -10,7 +10,8 @@ import (
 // TimelineEntry is one line of the timeline: what one subscriber received
 // on one video track in one second.
 type TimelineEntry struct {
-	T       float64 `json:"t"` // seconds since the run started
+	T       float64 `json:"t"`       // seconds since the run started
+	UnixMS  int64   `json:"unix_ms"` // wall clock of the line
 	Bot     string  `json:"bot"`
 	Track   string  `json:"track"`
 	Layer   string  `json:"layer"` // q, h, f; "" before a keyframe
@@ -59,7 +60,7 @@ func (tl *timeline) follow(bot string, st *subscriberStats) (stop func()) {
 				for _, r := range readers {
 					p, l := r.pubPackets.Load(), r.pubLost.Load()
 					e := TimelineEntry{
-						T: now.Sub(tl.start).Seconds(), Bot: bot, Track: r.sid,
+						T: now.Sub(tl.start).Seconds(), UnixMS: now.UnixMilli(), Bot: bot, Track: r.sid,
 						Layer: layerName(int(r.layer.Load())), Packets: p - prev[r].packets, Lost: l - prev[r].lost,
 						EstKbps: est, NACKs: nacks, PLIs: plis,
 					}
