@@ -24,7 +24,7 @@ type AllocatorConfig struct {
 	// doubles up to MaxBackoff (default 8 s).
 	Hold       time.Duration
 	MaxBackoff time.Duration
-	// ProbeTime is how long a probe lasts (default 1.5 s).
+	// ProbeTime is how long a probe lasts (default 2 s).
 	ProbeTime time.Duration
 	// Headroom is the share above a layer's bitrate a probe checks for
 	// (default 0.1).
@@ -43,7 +43,7 @@ func (c *AllocatorConfig) defaults() {
 		c.MaxBackoff = 8 * time.Second
 	}
 	if c.ProbeTime <= 0 {
-		c.ProbeTime = 1500 * time.Millisecond
+		c.ProbeTime = 2 * time.Second
 	}
 	if c.Headroom <= 0 {
 		c.Headroom = 0.1
@@ -64,6 +64,8 @@ type Allocator struct {
 	backoff   time.Duration
 
 	probing    bool
+	probeStart time.Time
+	probeFrom  int // the estimate when the probe began
 	probeUntil time.Time
 	probeTo    []int
 	probeNeed  int
@@ -100,8 +102,8 @@ type Signals struct {
 	// packets go missing).
 	Fell bool
 	// Loss is the highest fraction lost in the receiver reports since
-	// the previous update, or in the transport-wide feedback (GCC's
-	// average), 0..1.
+	// the previous update, 0..1. (GCC's own loss average is not used: on
+	// a loaded machine it reports loss that the media does not see.)
 	Loss float64
 }
 
@@ -134,7 +136,10 @@ func (a *Allocator) Update(now time.Time, sig Signals, tracks []Track, other int
 	}
 	sending := need(tracks, a.layers) + other
 	congested := sig.Loss > congestedLoss || (sig.Fell && float64(estimate) < congestedShare*float64(sending))
-	if a.probing && sig.Loss > congestedLoss/2 {
+	if a.probing && (sig.Loss > congestedLoss/2 || (sig.Fell && estimate < a.probeFrom)) {
+		// A probe stops at the first sign (loss, or an estimate that fell
+		// under where it was when the probe began): its traffic is what
+		// fills a bottleneck's queue.
 		congested = true
 	}
 	event := ""
@@ -184,12 +189,20 @@ func (a *Allocator) Update(now time.Time, sig Signals, tracks []Track, other int
 				a.probeTo = next
 				a.probeNeed = int(float64(need(tracks, next)+other) * (1 + a.cfg.Headroom))
 				a.probeUntil = now.Add(a.cfg.ProbeTime)
+				a.probeStart = now
+				a.probeFrom = estimate
 			}
 		}
 	}
 	probe := 0
 	if a.probing {
+		// Ramp up over most of the probe, so that a bottleneck
+		// shows before the probe overflows it.
 		probe = max(a.probeNeed-need(tracks, a.layers)-other, 0)
+		if ramp := a.cfg.ProbeTime * 3 / 4; ramp > 0 {
+			f := min(float64(now.Sub(a.probeStart)+a.cfg.ProbeTime/6)/float64(ramp), 1)
+			probe = int(float64(probe) * f)
+		}
 	}
 	d := a.decision(tracks, probe)
 	d.Event = event

@@ -74,11 +74,7 @@ func (p *Peer) allocate(now time.Time, bwe cc.BandwidthEstimator, a *quality.All
 		est = bwe.GetTargetBitrate()
 	}
 	sig := quality.Signals{Estimate: est, Fell: st.lastEst > 0 && est < st.lastEst*95/100}
-	if bwe != nil {
-		if l, ok := bwe.GetStats()["averageLoss"].(float64); ok {
-			sig.Loss = l
-		}
-	}
+
 	st.lastEst = est
 	other := 0
 	video := st.downs[:0:0]

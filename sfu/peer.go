@@ -69,6 +69,7 @@ type Peer struct {
 	pub            *webrtc.PeerConnection
 	expected       map[string]TrackInfo // publish: msid track id → info
 	layered        map[string]*UpTrack  // simulcast tracks by msid track id
+	layerTracks    map[*layer]*webrtc.TrackRemote
 	ups            map[string]*UpTrack  // published by this peer, by SID
 	downs          map[string]*subscription
 	awaitingAnswer bool
@@ -98,6 +99,7 @@ func NewPeer(e *Engine, id string, events PeerEvents, channels []DataChannelSpec
 		channels:     map[string]*dataChannel{},
 		expected:     map[string]TrackInfo{},
 		layered:      map[string]*UpTrack{},
+		layerTracks:  map[*layer]*webrtc.TrackRemote{},
 		ups:          map[string]*UpTrack{},
 		downs:        map[string]*subscription{},
 		pendingCands: map[string][]webrtc.ICECandidateInit{},
@@ -297,13 +299,22 @@ func (p *Peer) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 	}
 	if up := p.layered[remote.ID()]; up != nil && rid != "" {
 		l := up.addLayer(index, uint32(remote.SSRC()), remoteSource{remote})
+		if l != nil {
+			p.layerTracks[l] = remote
+		}
 		if l == nil {
+			// Pion announces a layer again when it replaced its stream or
+			// its receiver: the layer's reader goes on with the track it
+			// is given now.
 			if old := up.layer(int32(index)); old != nil {
 				old.ssrc.Store(uint32(remote.SSRC()))
+				if p.layerTracks[old] != remote {
+					p.layerTracks[old] = remote
+					old.replaceSource(remoteSource{remote})
+					p.startRTCPReader(rid, recv)
+				}
 			}
 			p.mu.Unlock()
-			// Pion announces a layer again when it replaced its stream;
-			// the layer's reader goes on reading the same track.
 			p.log.Debug("simulcast layer announced again", "rid", rid)
 			return
 		}
@@ -329,6 +340,7 @@ func (p *Peer) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 	up := newUpTrackGroup(info, rid != "", p.pub, extURIs)
 	up.stop = p.quit
 	l := up.addLayer(index, uint32(remote.SSRC()), remoteSource{remote})
+	p.layerTracks[l] = remote
 	p.ups[info.SID] = up
 	if rid != "" {
 		p.layered[remote.ID()] = up
@@ -341,7 +353,7 @@ func (p *Peer) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 // startReaders runs the layer's RTP reader and an RTCP reader for its
 // receiver. Called with p.mu held.
 func (p *Peer) startReaders(l *layer, recv *webrtc.RTPReceiver) {
-	p.wg.Add(2)
+	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		l.run()
@@ -350,6 +362,13 @@ func (p *Peer) startReaders(l *layer, recv *webrtc.RTPReceiver) {
 	if l.up.simulcast {
 		rid = LayerNames[l.index]
 	}
+	p.startRTCPReader(rid, recv)
+}
+
+// startRTCPReader reads the receiver's RTCP (of layer rid, or of its one
+// track) until it ends. Called with p.mu held.
+func (p *Peer) startRTCPReader(rid string, recv *webrtc.RTPReceiver) {
+	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		// Reading RTCP lets the interceptors see sender reports.
@@ -383,6 +402,9 @@ func (p *Peer) Unpublish(sid string) {
 	delete(p.ups, sid)
 	if up != nil {
 		delete(p.layered, up.info.CID)
+		for i := range up.layers {
+			delete(p.layerTracks, up.layers[i].Load())
+		}
 	}
 	pub := p.pub
 	p.mu.Unlock()

@@ -115,6 +115,7 @@ type layer struct {
 	index    int
 	ssrc     atomic.Uint32 // Pion may replace the stream with a new SSRC
 	src      rtpSource
+	next     atomic.Pointer[rtpSource] // a replacement for src, taken when src ends
 	history  *packetHistory
 	nacks    chan nackRequest
 	wasMuted bool // reader-owned: muted on the previous packet
@@ -242,6 +243,11 @@ func (u *UpTrack) LayerSSRCs() [maxLayers]uint32 {
 	}
 	return out
 }
+
+// replaceSource hands the layer's reader a new source, which it takes
+// when the current one ends (Pion may announce a layer again on a new
+// track after it stopped the old receiver).
+func (l *layer) replaceSource(src rtpSource) { l.next.Store(&src) }
 
 // streamRevival is how long a layer's reader waits for its stream to come
 // back after it ended while the peer lives on.
@@ -395,6 +401,11 @@ func (l *layer) run() {
 			// Pion may replace a layer's stream (it then announces the
 			// track again): keep reading for a while unless the track or
 			// the peer is gone.
+			if next := l.next.Swap(nil); next != nil {
+				l.src = *next
+				failingSince = time.Time{}
+				continue
+			}
 			if failingSince.IsZero() {
 				failingSince = time.Now()
 			}
@@ -500,7 +511,7 @@ func (l *layer) retransmit(r *nackRequest) {
 		if b == nil || parseRTP(b, &p) != nil {
 			continue
 		}
-		if n := d.writeRetransmission(&p); n > 0 {
+		if n := d.writeRetransmission(&p, outSeq); n > 0 {
 			pkts++
 			bytes += uint64(n)
 		}
