@@ -91,6 +91,7 @@ func New(cfg Config) *Server {
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 	})
 	s.metrics.MustRegister(s.joinLat, registryCollector{cfg.Registry})
+	s.metrics.MustRegister(qualityCollector{cfg.Registry})
 	return s
 }
 
