@@ -73,15 +73,15 @@ type DownTrack struct {
 	probed   atomic.Uint64 // bytes of probe padding sent
 	rr       receiverReport
 
-	mu           sync.Mutex
-	cur          int32
-	started      bool
-	seqOffset    uint16
+	mu        sync.Mutex
+	cur       int32
+	started   bool
+	seqOffset uint16
 	// segs records where padding shifted seqOffset, newest last, so
 	// that NACKs of packets sent before map back to the right source
 	// sequence number; resyncOutSeq is the oldest mapped one.
-	segs  [maxSegments]seqSegment
-	nSegs int
+	segs         [maxSegments]seqSegment
+	nSegs        int
 	tsOffset     uint32
 	lastOutSeq   uint16
 	resyncOutSeq uint16

@@ -70,7 +70,7 @@ type Peer struct {
 	expected       map[string]TrackInfo // publish: msid track id → info
 	layered        map[string]*UpTrack  // simulcast tracks by msid track id
 	layerTracks    map[*layer]*webrtc.TrackRemote
-	ups            map[string]*UpTrack  // published by this peer, by SID
+	ups            map[string]*UpTrack // published by this peer, by SID
 	downs          map[string]*subscription
 	awaitingAnswer bool
 	pendingOffer   bool
