@@ -2,6 +2,8 @@ package sfu
 
 import (
 	"slices"
+
+	"github.com/pion/rtcp"
 	"sync/atomic"
 	"time"
 
@@ -104,14 +106,73 @@ func (p *Peer) allocate(now time.Time, bwe cc.BandwidthEstimator, a *quality.All
 	}
 	p.down.estimate.Store(int64(est))
 	p.down.limited.Store(dec.Limited)
+	share := int64(0)
+	if est > 0 && len(video) > 0 {
+		share = int64(max(est-other, 0) / len(video))
+	}
 	probeSet := false
 	for i, d := range video {
+		d.share.Store(share)
 		d.SetTargetLayer(dec.Layers[i])
 		if dec.ProbeBps > 0 && !probeSet && dec.Layers[i] >= 0 {
 			d.Probe(int64(dec.ProbeBps) * int64(allocTick) / int64(time.Second) / 8)
 			probeSet = true
 		} else {
 			d.Probe(0)
+		}
+	}
+}
+
+// rembInterval is how often a publisher without simulcast is told (REMB)
+// what its subscribers can take.
+const rembInterval = time.Second
+
+// runREMB caps, every rembInterval until quit closes, each video track
+// this peer publishes without simulcast at the smallest share of its
+// subscribers (never under the engine's floor: subscribers below it get
+// audio only), with REMB.
+func (p *Peer) runREMB(quit <-chan struct{}) {
+	t := time.NewTicker(rembInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-quit:
+			return
+		case <-t.C:
+			p.sendREMB()
+		}
+	}
+}
+
+func (p *Peer) sendREMB() {
+	p.mu.Lock()
+	pub := p.pub
+	ups := make([]*UpTrack, 0, len(p.ups))
+	for _, up := range p.ups {
+		ups = append(ups, up)
+	}
+	p.mu.Unlock()
+	if pub == nil {
+		return
+	}
+	for _, up := range ups {
+		if up.simulcast || up.info.Kind != webrtc.RTPCodecTypeVideo {
+			continue
+		}
+		limit := int64(0)
+		for _, d := range *up.downs.Load() {
+			if s := d.share.Load(); s > 0 && !d.Paused() && (limit == 0 || s < limit) {
+				limit = s
+			}
+		}
+		if limit == 0 {
+			continue // nobody with an estimate receives it
+		}
+		limit = max(limit, int64(p.engine.floor))
+		up.remb.Store(limit)
+		ssrc := up.mediaSSRC()
+		if err := pub.WriteRTCP([]rtcp.Packet{&rtcp.ReceiverEstimatedMaximumBitrate{Bitrate: float32(limit), SSRCs: []uint32{ssrc}}}); err != nil {
+			p.log.Debug("remb", "err", err)
 		}
 	}
 }

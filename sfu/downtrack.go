@@ -71,6 +71,10 @@ type DownTrack struct {
 	plis     atomic.Uint64 // PLI/FIR received from the subscriber
 	switches atomic.Uint64
 	probed   atomic.Uint64 // bytes of probe padding sent
+	// share is the subscriber's bandwidth for this track, bits/s (its
+	// estimate split among its video), 0 when unknown: what REMB caps a
+	// publisher without simulcast at.
+	share atomic.Int64
 	rr       receiverReport
 
 	mu        sync.Mutex

@@ -125,10 +125,14 @@ func NewPeer(e *Engine, id string, events PeerEvents, channels []DataChannelSpec
 		dc.OnMessage(func(m webrtc.DataChannelMessage) { events.DataMessage(label, m.Data) })
 		p.channels[label] = ch
 	}
-	p.wg.Add(1)
+	p.wg.Add(2)
 	go func() {
 		defer p.wg.Done()
 		p.runAllocator(bwe, p.quit)
+	}()
+	go func() {
+		defer p.wg.Done()
+		p.runREMB(p.quit)
 	}()
 	return p, nil
 }

@@ -101,6 +101,7 @@ type UpTrack struct {
 	stop <-chan struct{}
 
 	muted       atomic.Bool
+	remb        atomic.Int64 // the latest REMB sent to the publisher, bits/s
 	packetsOut  atomic.Uint64
 	bytesOut    atomic.Uint64
 	keyRequests atomic.Uint64
@@ -344,6 +345,10 @@ func (l *layer) requestKeyframe(now int64) {
 	u.keyRequests.Add(1)
 	_ = u.rtcp.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: l.ssrc.Load()}})
 }
+
+// REMB returns the bitrate the publisher was last capped at with REMB
+// (bits/s), 0 if never.
+func (u *UpTrack) REMB() int64 { return u.remb.Load() }
 
 // KeyframeRequests returns how many PLIs were sent to the publisher.
 func (u *UpTrack) KeyframeRequests() uint64 { return u.keyRequests.Load() }

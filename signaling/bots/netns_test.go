@@ -324,3 +324,40 @@ func TestSimulcastAdaptsToRateLimit(t *testing.T) {
 }
 
 var _ = strconv.Itoa
+
+// TestREMBCapsPublisherWithoutSimulcast is (d): a publisher without
+// simulcast whose only subscriber is behind 400 kbit/s is told by REMB to
+// send no more than the subscriber takes.
+func TestREMBCapsPublisherWithoutSimulcast(t *testing.T) {
+	needNetns(t)
+	l := newNetLink(t)
+	l.limit(t, "400kbit")
+	base := startServerAt(t, l.hostIP, "--api-key", netnsKey, "--api-secret", netnsSecret, "--log-level", "debug")
+	const total = 14 * time.Second
+	var rep *Report
+	var runErr error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), total+30*time.Second)
+		defer cancel()
+		rep, runErr = Run(ctx, Config{
+			URL: base, Room: "netns", Publishers: 1, Video: ClipHigh, Duration: total,
+			APIKey: netnsKey, APISecret: netnsSecret, Seed: 5,
+		})
+	}()
+	time.Sleep(time.Second)
+	sub := l.startSubscriber(t, base, total-3*time.Second, "")
+	tl := sub.wait(t, total+20*time.Second)
+	wg.Wait()
+	if runErr != nil {
+		t.Fatal(runErr)
+	}
+	var out bytes.Buffer
+	_ = rep.WriteText(&out)
+	t.Logf("publisher:\n%s\nsubscriber:\n%s", out.String(), summary(tl))
+	if rep.REMBKbps.Min <= 0 || rep.REMBKbps.Min > 400 {
+		t.Errorf("REMB to the publisher: %+v kbit/s; want it capped at no more than the subscriber's 400 kbit/s", rep.REMBKbps)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,6 +56,8 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 	var sources []source
 	var pub []client.PublishTrack
 	var layerSSRCs atomic.Pointer[map[uint32]*atomic.Bool]
+	var rembMu sync.Mutex
+	var rembs []int
 	onRTCP := func(pkts []rtcp.Packet) {
 		m := layerSSRCs.Load()
 		if m == nil {
@@ -63,6 +66,11 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 		for _, p := range pkts {
 			var ssrc uint32
 			switch k := p.(type) {
+			case *rtcp.ReceiverEstimatedMaximumBitrate:
+				rembMu.Lock()
+				rembs = append(rembs, int(k.Bitrate/1000))
+				rembMu.Unlock()
+				continue
 			case *rtcp.PictureLossIndication:
 				ssrc = k.MediaSSRC
 			case *rtcp.FullIntraRequest:
@@ -174,6 +182,9 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 		}()
 	}
 	wg.Wait()
+	rembMu.Lock() // the RTCP readers may still deliver until Close
+	res.rembKbps = slices.Clone(rembs)
+	rembMu.Unlock()
 	for _, s := range sent {
 		res.sentPackets += s.packets
 		res.sentBytes += s.bytes
