@@ -75,7 +75,7 @@ type DownTrack struct {
 	// estimate split among its video), 0 when unknown: what REMB caps a
 	// publisher without simulcast at.
 	share atomic.Int64
-	rr       receiverReport
+	rr    receiverReport
 
 	mu        sync.Mutex
 	cur       int32
