@@ -37,6 +37,8 @@ type serveFlags struct {
 	logLevel  string
 	maxData   int
 	dataDir   string
+	// videoFloor is sfu.Config.VideoFloor in kbit/s.
+	videoFloor int
 }
 
 func newServeCmd() *cobra.Command {
@@ -71,6 +73,7 @@ on the command line wins over the environment, which wins over the file.`,
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.IntVar(&f.maxData, "max-data-message", 16<<10, "largest data-channel message relayed, in bytes")
 	fl.StringVar(&f.dataDir, "data-dir", "./data", "directory of the rooms' documents (created if missing)")
+	fl.IntVar(&f.videoFloor, "video-floor", 0, "kbit/s: a subscriber whose bandwidth estimate is below this gets video without simulcast as audio only (and is told so); REMB never caps a publisher below it")
 	return cmd
 }
 
@@ -162,6 +165,7 @@ func serve(ctx context.Context, f serveFlags) error {
 		return err
 	}
 	engCfg := sfu.Config{UDPPort: f.udpPort, ICETCP: f.iceTCP, PublicIPs: f.publicIPs, Logger: log}
+	engCfg.VideoFloor = f.videoFloor * 1000
 	if loopback {
 		// A loopback server serves this machine: announce loopback only.
 		engCfg.IncludeLoopback = true
