@@ -35,6 +35,7 @@ type netLink struct {
 	hostDev    string // the test's end
 	hostIP     string
 	subIP      string
+	subDev     string
 	clientNext int
 }
 
@@ -72,6 +73,7 @@ func newNetLink(t *testing.T) *netLink {
 		subIP:   fmt.Sprintf("10.213.%d.2", id),
 	}
 	subDev := fmt.Sprintf("hdls%d", id)
+	l.subDev = subDev
 	_ = exec.Command("ip", "netns", "del", l.ns).Run() // a leftover of a killed run
 	_ = exec.Command("ip", "link", "del", l.hostDev).Run()
 	run(t, "ip", "netns", "add", l.ns)
@@ -92,6 +94,18 @@ func newNetLink(t *testing.T) *netLink {
 func (l *netLink) limit(t *testing.T, rate string) {
 	t.Helper()
 	run(t, "tc", "qdisc", "replace", "dev", l.hostDev, "root", "tbf", "rate", rate, "burst", "8kb", "latency", "100ms")
+}
+
+// drop makes the subscriber's side drop a share (per mille) of what
+// arrives from the server (nft netdev ingress, numgen random).
+func (l *netLink) drop(t *testing.T, perMille int) {
+	t.Helper()
+	rules := fmt.Sprintf("table netdev imp {\n chain in {\n  type filter hook ingress device %q priority 0; policy accept;\n  numgen random mod 1000 < %d counter drop\n }\n}\n", l.subDev, perMille)
+	cmd := exec.Command("ip", "netns", "exec", l.ns, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v\n%s", err, out)
+	}
 }
 
 func (l *netLink) unlimit(t *testing.T) {
@@ -196,6 +210,13 @@ func TestNetnsSubscriber(t *testing.T) {
 // returned function waits for them and returns the clean timeline.
 func startNetnsRoom(t *testing.T, l *netLink, d time.Duration, simulcast bool) (string, func() ([]TimelineEntry, *Report)) {
 	t.Helper()
+	return startNetnsRoomWith(t, l, d, Config{Simulcast: simulcast})
+}
+
+// startNetnsRoomWith is startNetnsRoom with the publisher's media from
+// media (Simulcast, Video).
+func startNetnsRoomWith(t *testing.T, l *netLink, d time.Duration, media Config) (string, func() ([]TimelineEntry, *Report)) {
+	t.Helper()
 	base := startServerAt(t, l.hostIP, "--api-key", netnsKey, "--api-secret", netnsSecret, "--log-level", "debug")
 	var tl syncBuffer
 	var rep *Report
@@ -207,7 +228,7 @@ func startNetnsRoom(t *testing.T, l *netLink, d time.Duration, simulcast bool) (
 		ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
 		defer cancel()
 		rep, runErr = Run(ctx, Config{
-			URL: base, Room: "netns", Publishers: 1, Subscribers: 1, Simulcast: simulcast, Duration: d,
+			URL: base, Room: "netns", Publishers: 1, Subscribers: 1, Simulcast: media.Simulcast, Video: media.Video, Duration: d,
 			APIKey: netnsKey, APISecret: netnsSecret, Timeline: &tl, Seed: 5,
 		})
 	}()
@@ -235,7 +256,7 @@ func between(es []TimelineEntry, from, to time.Time) []TimelineEntry {
 func summary(es []TimelineEntry) string {
 	var b strings.Builder
 	for _, e := range es {
-		fmt.Fprintf(&b, "%5.1fs %-1s %4d pkts %3d lost est %5d kbit/s nacks %d plis %d\n", e.T, orDash(e.Layer), e.Packets, e.Lost, e.EstKbps, e.NACKs, e.PLIs)
+		fmt.Fprintf(&b, "%5.1fs %-1s %4d pkts %3d lost est %5d kbit/s nacks %d plis %d score %.1f\n", e.T, orDash(e.Layer), e.Packets, e.Lost, e.EstKbps, e.NACKs, e.PLIs, e.Score)
 	}
 	return b.String()
 }
@@ -359,5 +380,58 @@ func TestREMBCapsPublisherWithoutSimulcast(t *testing.T) {
 	t.Logf("publisher:\n%s\nsubscriber:\n%s", out.String(), summary(tl))
 	if rep.REMBKbps.Min <= 0 || rep.REMBKbps.Min > 400 {
 		t.Errorf("REMB to the publisher: %+v kbit/s; want it capped at no more than the subscriber's 400 kbit/s", rep.REMBKbps)
+	}
+}
+
+// TestNACKRecoversRandomLoss is (c): a subscriber that loses 5 % of what
+// arrives keeps decodable video (NACK retransmissions leave under 1 %
+// missing) and scores lower than a clean subscriber in the same room.
+func TestNACKRecoversRandomLoss(t *testing.T) {
+	needNetns(t, "nft")
+	l := newNetLink(t)
+	l.drop(t, 50)
+	const total = 16 * time.Second
+	base, wait := startNetnsRoomWith(t, l, total, Config{Video: ClipMedium})
+	time.Sleep(time.Second)
+	sub := l.startSubscriber(t, base, total-3*time.Second, "")
+	lossy := sub.wait(t, total+20*time.Second)
+	clean, rep := wait()
+	var out bytes.Buffer
+	_ = rep.WriteText(&out)
+	t.Logf("lossy subscriber:\n%s\nclean run:\n%s\nclean timeline:\n%s", summary(lossy), out.String(), summary(clean))
+
+	var pkts, lost uint64
+	keyframes := false
+	for _, e := range lossy[min(3, len(lossy)):] {
+		pkts += e.Packets
+		lost += e.Lost
+		keyframes = keyframes || e.Layer != ""
+	}
+	if pkts < 200 || !keyframes {
+		t.Fatalf("the lossy subscriber got %d packets (keyframes seen: %v); want a stream", pkts, keyframes)
+	}
+	if float64(lost) > 0.01*float64(pkts+lost) {
+		t.Errorf("residual loss %d of %d after NACK recovery; want under 1 %%", lost, pkts+lost)
+	}
+	if n := len(lossy); n == 0 || lossy[n-1].NACKs == 0 {
+		t.Errorf("no NACKs counted by the server")
+	}
+	avg := func(es []TimelineEntry) float64 {
+		var s float64
+		n := 0
+		for _, e := range es[len(es)/2:] {
+			if e.Score > 0 {
+				s += e.Score
+				n++
+			}
+		}
+		if n == 0 {
+			return 0
+		}
+		return s / float64(n)
+	}
+	ls, cs := avg(lossy), avg(clean)
+	if ls == 0 || cs == 0 || ls >= cs {
+		t.Errorf("quality score: lossy %.2f, clean %.2f; want the lossy one lower", ls, cs)
 	}
 }
