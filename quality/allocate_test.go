@@ -17,7 +17,7 @@ func TestAllocatorStartsAtWhatFitsAndFollowsMax(t *testing.T) {
 		t.Fatalf("start at %v with 2.5 Mbit/s; want f", d.Layers)
 	}
 	tr[0].Max = 0
-	if d := a.Update(now.Add(250*time.Millisecond), Signals{Estimate: 2_500_000}, tr, 50_000); d.Layers[0] != 0 || !d.Limited {
+	if d := a.Update(now.Add(250*time.Millisecond), Signals{Estimate: 2_500_000}, tr, 50_000); d.Layers[0] != 0 || d.Limited {
 		t.Fatalf("max q: got %v", d.Layers)
 	}
 	tr[0].Max = -1
