@@ -277,3 +277,15 @@ func layerName(l int) string {
 	}
 	return ""
 }
+
+// LayersWanted implements sfu.LayerEvents: it tells the publisher which
+// simulcast layers of its track anyone receives.
+func (p *Participant) LayersWanted(track string, active [3]bool) {
+	msg := &protocol.Layers{Envelope: protocol.Envelope{Type: protocol.TypeLayers}, Track: track, Active: []string{}}
+	for l, on := range active {
+		if on {
+			msg.Active = append(msg.Active, layerName(l))
+		}
+	}
+	p.sink.Send(msg)
+}

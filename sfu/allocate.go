@@ -144,6 +144,54 @@ func (p *Peer) runREMB(quit <-chan struct{}) {
 	}
 }
 
+// LayerEvents is implemented by PeerEvents that want to know which
+// simulcast layers of a published track anyone may receive (to let the
+// publisher pause the others).
+type LayerEvents interface {
+	LayersWanted(track string, active [maxLayers]bool)
+}
+
+// updateWantedLayers tells the events, when it changed, which layers of
+// each simulcast track this peer publishes some subscriber may receive:
+// those up to the highest maximum of the subscribers that are not paused.
+// Layers below a wanted one stay wanted (the allocator may need them).
+func (p *Peer) updateWantedLayers(ups []*UpTrack) {
+	le, ok := p.events.(LayerEvents)
+	if !ok {
+		return
+	}
+	for _, up := range ups {
+		if !up.simulcast {
+			continue
+		}
+		top := -1
+		for _, d := range *up.downs.Load() {
+			if !d.Paused() {
+				top = max(top, d.MaxLayer())
+			}
+		}
+		var active [maxLayers]bool
+		for l := 0; l <= top; l++ {
+			active[l] = true
+		}
+		if old := up.wanted.Swap(packLayers(active)); old != packLayers(active) {
+			le.LayersWanted(up.info.SID, active)
+		}
+	}
+}
+
+// packLayers encodes a layer set as bits, with bit 3 set so that the zero
+// value means "not told yet".
+func packLayers(a [maxLayers]bool) uint32 {
+	v := uint32(1 << maxLayers)
+	for i, on := range a {
+		if on {
+			v |= 1 << i
+		}
+	}
+	return v
+}
+
 func (p *Peer) sendREMB() {
 	p.mu.Lock()
 	pub := p.pub
@@ -155,6 +203,7 @@ func (p *Peer) sendREMB() {
 	if pub == nil {
 		return
 	}
+	p.updateWantedLayers(ups)
 	for _, up := range ups {
 		if up.simulcast || up.info.Kind != webrtc.RTPCodecTypeVideo {
 			continue

@@ -101,7 +101,8 @@ type UpTrack struct {
 	stop <-chan struct{}
 
 	muted       atomic.Bool
-	remb        atomic.Int64 // the latest REMB sent to the publisher, bits/s
+	remb        atomic.Int64  // the latest REMB sent to the publisher, bits/s
+	wanted      atomic.Uint32 // the layers last told wanted (packLayers); 0 never
 	packetsOut  atomic.Uint64
 	bytesOut    atomic.Uint64
 	keyRequests atomic.Uint64

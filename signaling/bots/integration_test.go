@@ -102,6 +102,26 @@ func TestRunAgainstServer(t *testing.T) {
 		}
 	})
 
+	t.Run("layers nobody receives are paused", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+		defer cancel()
+		r, err := Run(ctx, Config{URL: base, Room: "paused", Publishers: 1, Subscribers: 1, Simulcast: true, MaxLayer: "q", Duration: 10 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		_ = r.WriteText(&out)
+		t.Logf("\n%s", out.String())
+		if err := r.Err(); err != nil {
+			t.Fatal(err)
+		}
+		// All three layers and audio are about 2.3 Mbit/s; q and audio
+		// about 250 kbit/s.
+		if r.SentKbps > 1000 || r.Layers.Q < 7 {
+			t.Errorf("the publisher sent %.0f kbit/s for a subscriber on q (%+v s)", r.SentKbps, r.Layers)
+		}
+	})
+
 	t.Run("refused tokens fail the run", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()

@@ -30,11 +30,26 @@ const rtpMTU = 1200
 // them until ctx ends.
 func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *botResult) error {
 	dialStart := time.Now()
+	// The server says which simulcast layers anyone receives; the others
+	// are not sent.
+	var paused [3]atomic.Bool
+	var keyReqs [3]atomic.Pointer[atomic.Bool]
+	onLayers := func(m *protocol.Layers) {
+		for i := range paused {
+			on := slices.Contains(m.Active, layerName(i))
+			if paused[i].Swap(!on) && on {
+				if req := keyReqs[i].Load(); req != nil {
+					req.Store(true) // resume at a keyframe
+				}
+			}
+		}
+	}
 	jctx, cancel := context.WithTimeout(ctx, e.cfg.JoinTimeout)
 	c, err := client.Dial(jctx, e.cfg.URL, token, client.Options{
 		API:           e.api,
 		AutoSubscribe: new(false),
 		Logger:        e.cfg.Logger,
+		OnLayers:      onLayers,
 	})
 	cancel()
 	if err != nil {
@@ -52,6 +67,7 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 		track  *webrtc.TrackLocalStaticRTP
 		pub    int // index of the published track
 		keyReq *atomic.Bool
+		paused *atomic.Bool // a simulcast layer nobody receives
 	}
 	var sources []source
 	var pub []client.PublishTrack
@@ -93,7 +109,9 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 				if err != nil {
 					return fmt.Errorf("bots: %s: new track: %w", spec.identity, err)
 				}
-				sources = append(sources, source{cl, tr, len(pub), &atomic.Bool{}})
+				req := &atomic.Bool{}
+				keyReqs[i].Store(req)
+				sources = append(sources, source{cl, tr, len(pub), req, &paused[i]})
 				if i == 0 {
 					base = tr
 				} else {
@@ -106,7 +124,7 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 			if err != nil {
 				return fmt.Errorf("bots: %s: new track: %w", spec.identity, err)
 			}
-			sources = append(sources, source{e.video, tr, len(pub), &atomic.Bool{}})
+			sources = append(sources, source{e.video, tr, len(pub), &atomic.Bool{}, nil})
 			pub = append(pub, client.PublishTrack{Track: tr, OnRTCP: onRTCP})
 		}
 	}
@@ -115,7 +133,7 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 		if err != nil {
 			return fmt.Errorf("bots: %s: new track: %w", spec.identity, err)
 		}
-		sources = append(sources, source{e.audio, tr, len(pub), nil})
+		sources = append(sources, source{e.audio, tr, len(pub), nil, nil})
 		pub = append(pub, client.PublishTrack{Track: tr})
 	}
 	pctx, cancel := context.WithTimeout(ctx, e.cfg.JoinTimeout)
@@ -159,6 +177,7 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 		o := sendOptions{
 			absCaptureID: client.ExtensionID(params.HeaderExtensions, client.URIAbsCaptureTime),
 			keyReq:       s.keyReq,
+			paused:       s.paused,
 		}
 		if rid := s.track.RID(); rid != "" {
 			o.midID = client.ExtensionID(params.HeaderExtensions, sdp.SDESMidURI)
@@ -219,6 +238,8 @@ type sendOptions struct {
 	// keyReq, when set by a keyframe request, makes the stream jump to a
 	// keyframe of the clip at its next frame.
 	keyReq *atomic.Bool
+	// paused, while true, stops sending (the frames still advance).
+	paused *atomic.Bool
 }
 
 // sendClip packetizes the clip's frames from index first, paced at one
@@ -242,6 +263,11 @@ func sendClip(ctx context.Context, cl *clip, track *webrtc.TrackLocalStaticRTP, 
 		case <-ctx.Done():
 			return n
 		case <-timer.C:
+		}
+		if o.paused != nil && o.paused.Load() {
+			next = next.Add(cl.frameDur)
+			timer.Reset(time.Until(next))
+			continue
 		}
 		if o.keyReq != nil && o.keyReq.Swap(false) {
 			i = cl.nextKeyframe(i)

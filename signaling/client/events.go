@@ -24,6 +24,7 @@ const TypeClientError = "client_error"
 //	track_unpublished                        *protocol.TrackUnpublished
 //	track_muted                              *protocol.TrackMuted
 //	quality                                  *protocol.Quality
+//	layers                                   *protocol.Layers
 //	error                                    *protocol.Error (one no call was waiting for)
 //	bye                                      *protocol.Bye
 //	client_error                             error
@@ -161,6 +162,14 @@ func (c *Client) dispatch(raw []byte) {
 				c.tracks[m.Track] = t
 			}
 			c.mu.Unlock()
+			c.emit(Event{Type: env.Type, Message: m})
+		}
+	case protocol.TypeLayers:
+		m := &protocol.Layers{}
+		if c.decode(raw, m) {
+			if c.opts.OnLayers != nil {
+				c.opts.OnLayers(m)
+			}
 			c.emit(Event{Type: env.Type, Message: m})
 		}
 	case protocol.TypeQuality:
