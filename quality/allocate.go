@@ -24,7 +24,7 @@ type AllocatorConfig struct {
 	// doubles up to MaxBackoff (default 8 s).
 	Hold       time.Duration
 	MaxBackoff time.Duration
-	// ProbeTime is how long a probe lasts (default 1 s).
+	// ProbeTime is how long a probe lasts (default 2 s).
 	ProbeTime time.Duration
 	// Headroom is the share above a layer's bitrate a probe checks for
 	// (default 0.1).
@@ -43,7 +43,7 @@ func (c *AllocatorConfig) defaults() {
 		c.MaxBackoff = 8 * time.Second
 	}
 	if c.ProbeTime <= 0 {
-		c.ProbeTime = time.Second
+		c.ProbeTime = 2 * time.Second
 	}
 	if c.Headroom <= 0 {
 		c.Headroom = 0.1
@@ -64,6 +64,8 @@ type Allocator struct {
 	backoff   time.Duration
 
 	probing    bool
+	probeStart time.Time
+	probeFrom  int // the estimate when the probe began
 	probeUntil time.Time
 	probeTo    []int
 	probeNeed  int
@@ -85,20 +87,46 @@ type Decision struct {
 	ProbeBps int
 	// Limited reports that some track gets less than it asked for.
 	Limited bool
+	// Event names what changed at this update, for logs: "start",
+	// "congested", "probe", "probe failed", "probe ok", "" for nothing.
+	Event string
 }
 
-// Update decides for now. estimate is the path's estimated capacity in
-// bits/s (GCC; 0 means unknown: no limit), congested reports congestion
-// seen since the previous update (the estimate fell, or receiver reports
-// show heavy loss), other is the bitrate of what else is sent (audio).
-// Calls must list the same tracks in the same order; when the list
-// changes, the allocation starts over.
-func (a *Allocator) Update(now time.Time, estimate int, congested bool, tracks []Track, other int) Decision {
+// Signals is what the subscriber's transport said since the previous
+// update.
+type Signals struct {
+	// Estimate is the path's estimated capacity in bits/s (GCC); 0 means
+	// unknown: no limit.
+	Estimate int
+	// Fell reports that the estimate went down (GCC saw delay grow or
+	// packets go missing).
+	Fell bool
+	// Loss is the highest fraction lost in the receiver reports since
+	// the previous update, 0..1. (GCC's own loss average is not used: on
+	// a loaded machine it reports loss that the media does not see.)
+	Loss float64
+}
+
+// Congestion thresholds: an estimate that fell below this share of what
+// the allocation sends, or this much loss (half of it during a probe: the
+// probe's extra traffic is what overflows a bottleneck's queue). The
+// estimate alone is not trusted more than that: its delay detector also
+// fires when a loaded machine delays packets.
+const (
+	congestedShare = 0.5
+	congestedLoss  = 0.1
+)
+
+// Update decides for now. other is the bitrate of what else is sent
+// (audio). Calls must list the same tracks in the same order; when the
+// list changes, the allocation starts over.
+func (a *Allocator) Update(now time.Time, sig Signals, tracks []Track, other int) Decision {
 	if len(a.layers) != len(tracks) {
 		a.layers = make([]int, len(tracks))
 		a.started = false
 		a.probing = false
 	}
+	estimate := sig.Estimate
 	if estimate <= 0 {
 		// No estimate: everyone gets what they ask for.
 		for i, t := range tracks {
@@ -106,15 +134,26 @@ func (a *Allocator) Update(now time.Time, estimate int, congested bool, tracks [
 		}
 		return a.decision(tracks, 0)
 	}
-	budget := max(estimate, a.validated)
+	sending := need(tracks, a.layers) + other
+	congested := sig.Loss > congestedLoss || (sig.Fell && float64(estimate) < congestedShare*float64(sending))
+	if a.probing && (sig.Loss > congestedLoss/2 || (sig.Fell && estimate < a.probeFrom)) {
+		// A probe stops at the first sign (loss, or an estimate that fell
+		// under where it was when the probe began): its traffic is what
+		// fills a bottleneck's queue.
+		congested = true
+	}
+	event := ""
 	switch {
 	case !a.started:
+		event = "start"
 		a.started = true
 		a.fit(tracks, estimate-other)
 		a.holdUntil = now.Add(a.cfg.Hold)
 	case congested:
+		event = "congested"
 		a.validated = 0
 		if a.probing {
+			event = "probe failed"
 			a.probing = false
 			a.backoff = min(2*a.backoff, a.cfg.MaxBackoff)
 		}
@@ -126,6 +165,7 @@ func (a *Allocator) Update(now time.Time, estimate int, congested bool, tracks [
 		// Keep probing.
 	case a.probing:
 		// The probe ran its course without congestion: take the layer.
+		event = "probe ok"
 		a.probing = false
 		a.validated = a.probeNeed
 		copy(a.layers, a.probeTo)
@@ -135,30 +175,38 @@ func (a *Allocator) Update(now time.Time, estimate int, congested bool, tracks [
 		// Follow what the tracks ask for, and what they send.
 		for i, t := range tracks {
 			a.layers[i] = min(a.layers[i], best(t, t.Max))
-			if a.layers[i] < 0 && t.Max >= 0 {
+			if a.layers[i] < 0 && t.Max >= 0 && (simulcast(t) || max(estimate, a.validated) >= a.cfg.Floor) {
 				a.layers[i] = lowest(t)
 			}
 			if l := a.layers[i]; l >= 0 && t.Bitrates[l] == 0 {
 				a.layers[i] = best(t, l) // that layer stopped: the next below
 			}
 		}
-		if need(tracks, a.layers)+other > budget {
-			a.fit(tracks, budget-other)
-			a.holdUntil = now.Add(a.backoff)
-		} else if !now.Before(a.holdUntil) {
+		if !now.Before(a.holdUntil) {
 			if next, ok := a.step(tracks); ok {
+				event = "probe"
 				a.probing = true
 				a.probeTo = next
 				a.probeNeed = int(float64(need(tracks, next)+other) * (1 + a.cfg.Headroom))
 				a.probeUntil = now.Add(a.cfg.ProbeTime)
+				a.probeStart = now
+				a.probeFrom = estimate
 			}
 		}
 	}
 	probe := 0
 	if a.probing {
+		// Ramp up over most of the probe, so that a bottleneck
+		// shows before the probe overflows it.
 		probe = max(a.probeNeed-need(tracks, a.layers)-other, 0)
+		if ramp := a.cfg.ProbeTime * 3 / 4; ramp > 0 {
+			f := min(float64(now.Sub(a.probeStart)+a.cfg.ProbeTime/6)/float64(ramp), 1)
+			probe = int(float64(probe) * f)
+		}
 	}
-	return a.decision(tracks, probe)
+	d := a.decision(tracks, probe)
+	d.Event = event
+	return d
 }
 
 func (a *Allocator) decision(tracks []Track, probe int) Decision {

@@ -58,11 +58,32 @@ func (rm *Room) runQuality(quit <-chan struct{}) {
 }
 
 // Quality returns the latest quality measured of every participant of the
-// room, by SID (for the dashboard and /metrics).
+// room, by SID, with each one's own stats (for the dashboard and /metrics).
 func (rm *Room) Quality() map[string]protocol.Quality {
 	rm.qualityMu.Lock()
 	defer rm.qualityMu.Unlock()
 	return maps.Clone(rm.latest)
+}
+
+// RoomQuality is the latest quality of the participants of one room.
+type RoomQuality struct {
+	Room         string
+	Participants map[string]protocol.Quality // by SID
+}
+
+// Quality returns the latest quality of every participant, room by room.
+func (r *Registry) Quality() []RoomQuality {
+	r.mu.Lock()
+	rms := make([]*Room, 0, len(r.rooms))
+	for _, rm := range r.rooms {
+		rms = append(rms, rm)
+	}
+	r.mu.Unlock()
+	out := make([]RoomQuality, 0, len(rms))
+	for _, rm := range rms {
+		out = append(out, RoomQuality{Room: rm.name, Participants: rm.Quality()})
+	}
+	return out
 }
 
 // reportQuality scores each participant's downlink from what the server
@@ -88,9 +109,12 @@ func (rm *Room) reportQuality(now time.Time, elapsed time.Duration, state map[*P
 		if !ok {
 			continue
 		}
-		latest[p.info.SID] = q
 		self := q
 		self.Stats = &pq.selfStat
+		withStats := self
+		st := pq.selfStat
+		withStats.Stats = &st
+		latest[p.info.SID] = withStats
 		if changed(pq.sentRoom, q) {
 			pq.sentRoom = q
 			// The event feed (dashboard, operators) gets the room's copy,
@@ -255,4 +279,16 @@ func layerName(l int) string {
 		return protocol.QualityHigh
 	}
 	return ""
+}
+
+// LayersWanted implements sfu.LayerEvents: it tells the publisher which
+// simulcast layers of its track anyone receives.
+func (p *Participant) LayersWanted(track string, active [3]bool) {
+	msg := &protocol.Layers{Envelope: protocol.Envelope{Type: protocol.TypeLayers}, Track: track, Active: []string{}}
+	for l, on := range active {
+		if on {
+			msg.Active = append(msg.Active, layerName(l))
+		}
+	}
+	p.sink.Send(msg)
 }

@@ -2,6 +2,8 @@ package sfu
 
 import (
 	"slices"
+
+	"github.com/pion/rtcp"
 	"sync/atomic"
 	"time"
 
@@ -13,10 +15,6 @@ import (
 
 // allocTick is how often a subscriber's layers are chosen again.
 const allocTick = 250 * time.Millisecond
-
-// congestionLoss is the receiver-reported loss fraction that counts as
-// congestion.
-const congestionLoss = 0.1
 
 // downlink is what the allocator of one subscriber measured last, for
 // statistics.
@@ -77,14 +75,15 @@ func (p *Peer) allocate(now time.Time, bwe cc.BandwidthEstimator, a *quality.All
 	if bwe != nil {
 		est = bwe.GetTargetBitrate()
 	}
-	congested := st.lastEst > 0 && est < st.lastEst*95/100
+	sig := quality.Signals{Estimate: est, Fell: st.lastEst > 0 && est < st.lastEst*95/100}
+
 	st.lastEst = est
 	other := 0
 	video := st.downs[:0:0]
 	st.tracks = st.tracks[:0]
 	for _, d := range st.downs {
-		if rr := d.ReceiverStats(); rr.At.After(st.lastReport) && rr.FractionLost > congestionLoss {
-			congested = true
+		if rr := d.ReceiverStats(); rr.At.After(st.lastReport) {
+			sig.Loss = max(sig.Loss, rr.FractionLost)
 		}
 		rates := d.up.LayerBitrates(now)
 		if d.up.info.Kind != webrtc.RTPCodecTypeVideo {
@@ -100,17 +99,129 @@ func (p *Peer) allocate(now time.Time, bwe cc.BandwidthEstimator, a *quality.All
 		st.tracks = append(st.tracks, t)
 	}
 	st.lastReport = now
-	dec := a.Update(now, est, congested, st.tracks, other)
+	dec := a.Update(now, sig, st.tracks, other)
+	if dec.Event != "" {
+		p.log.Debug("layers", "event", dec.Event, "estimate", est, "fell", sig.Fell, "loss", sig.Loss,
+			"layers", dec.Layers, "probe_bps", dec.ProbeBps, "rates", st.tracks, "other", other)
+	}
 	p.down.estimate.Store(int64(est))
 	p.down.limited.Store(dec.Limited)
+	share := int64(0)
+	if est > 0 && len(video) > 0 {
+		share = int64(max(est-other, 0) / len(video))
+	}
 	probeSet := false
 	for i, d := range video {
+		d.share.Store(share)
 		d.SetTargetLayer(dec.Layers[i])
 		if dec.ProbeBps > 0 && !probeSet && dec.Layers[i] >= 0 {
 			d.Probe(int64(dec.ProbeBps) * int64(allocTick) / int64(time.Second) / 8)
 			probeSet = true
 		} else {
 			d.Probe(0)
+		}
+	}
+}
+
+// rembInterval is how often a publisher without simulcast is told (REMB)
+// what its subscribers can take.
+const rembInterval = time.Second
+
+// runREMB caps, every rembInterval until quit closes, each video track
+// this peer publishes without simulcast at the smallest share of its
+// subscribers (never under the engine's floor: subscribers below it get
+// audio only), with REMB.
+func (p *Peer) runREMB(quit <-chan struct{}) {
+	t := time.NewTicker(rembInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-quit:
+			return
+		case <-t.C:
+			p.sendREMB()
+		}
+	}
+}
+
+// LayerEvents is implemented by PeerEvents that want to know which
+// simulcast layers of a published track anyone may receive (to let the
+// publisher pause the others).
+type LayerEvents interface {
+	LayersWanted(track string, active [maxLayers]bool)
+}
+
+// updateWantedLayers tells the events, when it changed, which layers of
+// each simulcast track this peer publishes some subscriber may receive:
+// those up to the highest maximum of the subscribers that are not paused.
+// Layers below a wanted one stay wanted (the allocator may need them).
+func (p *Peer) updateWantedLayers(ups []*UpTrack) {
+	le, ok := p.events.(LayerEvents)
+	if !ok {
+		return
+	}
+	for _, up := range ups {
+		if !up.simulcast {
+			continue
+		}
+		top := -1
+		for _, d := range *up.downs.Load() {
+			if !d.Paused() {
+				top = max(top, d.MaxLayer())
+			}
+		}
+		var active [maxLayers]bool
+		for l := 0; l <= top; l++ {
+			active[l] = true
+		}
+		if old := up.wanted.Swap(packLayers(active)); old != packLayers(active) {
+			le.LayersWanted(up.info.SID, active)
+		}
+	}
+}
+
+// packLayers encodes a layer set as bits, with bit 3 set so that the zero
+// value means "not told yet".
+func packLayers(a [maxLayers]bool) uint32 {
+	v := uint32(1 << maxLayers)
+	for i, on := range a {
+		if on {
+			v |= 1 << i
+		}
+	}
+	return v
+}
+
+func (p *Peer) sendREMB() {
+	p.mu.Lock()
+	pub := p.pub
+	ups := make([]*UpTrack, 0, len(p.ups))
+	for _, up := range p.ups {
+		ups = append(ups, up)
+	}
+	p.mu.Unlock()
+	if pub == nil {
+		return
+	}
+	p.updateWantedLayers(ups)
+	for _, up := range ups {
+		if up.simulcast || up.info.Kind != webrtc.RTPCodecTypeVideo {
+			continue
+		}
+		limit := int64(0)
+		for _, d := range *up.downs.Load() {
+			if s := d.share.Load(); s > 0 && !d.Paused() && (limit == 0 || s < limit) {
+				limit = s
+			}
+		}
+		if limit == 0 {
+			continue // nobody with an estimate receives it
+		}
+		limit = max(limit, int64(p.engine.floor))
+		up.remb.Store(limit)
+		ssrc := up.mediaSSRC()
+		if err := pub.WriteRTCP([]rtcp.Packet{&rtcp.ReceiverEstimatedMaximumBitrate{Bitrate: float32(limit), SSRCs: []uint32{ssrc}}}); err != nil {
+			p.log.Debug("remb", "err", err)
 		}
 	}
 }

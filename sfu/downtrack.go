@@ -61,7 +61,7 @@ type DownTrack struct {
 	target     atomic.Int32
 	current    atomic.Int32
 	needResync atomic.Bool
-	// probe is how many bytes of duplicate packets to send to probe the
+	// probe is how many bytes of padding packets to send to probe the
 	// path for an up-switch.
 	probe atomic.Int64
 
@@ -70,13 +70,22 @@ type DownTrack struct {
 	nacks    atomic.Uint64 // NACKed packets received from the subscriber
 	plis     atomic.Uint64 // PLI/FIR received from the subscriber
 	switches atomic.Uint64
-	probed   atomic.Uint64 // bytes of probe duplicates sent
-	rr       receiverReport
+	probed   atomic.Uint64 // bytes of probe padding sent
+	// share is the subscriber's bandwidth for this track, bits/s (its
+	// estimate split among its video), 0 when unknown: what REMB caps a
+	// publisher without simulcast at.
+	share atomic.Int64
+	rr    receiverReport
 
-	mu           sync.Mutex
-	cur          int32
-	started      bool
-	seqOffset    uint16
+	mu        sync.Mutex
+	cur       int32
+	started   bool
+	seqOffset uint16
+	// segs records where padding shifted seqOffset, newest last, so
+	// that NACKs of packets sent before map back to the right source
+	// sequence number; resyncOutSeq is the oldest mapped one.
+	segs         [maxSegments]seqSegment
+	nSegs        int
 	tsOffset     uint32
 	lastOutSeq   uint16
 	resyncOutSeq uint16
@@ -172,11 +181,11 @@ func (d *DownTrack) CurrentLayer() int {
 // Switches returns how many layer switches happened.
 func (d *DownTrack) Switches() uint64 { return d.switches.Load() }
 
-// Probe asks for up to n bytes of duplicate packets on this down-track,
-// sent along with the media, to see whether the path takes more.
+// Probe asks for up to n bytes of padding packets on this down-track,
+// sent after frames, to see whether the path takes more.
 func (d *DownTrack) Probe(n int64) { d.probe.Store(n) }
 
-// ProbedBytes returns the bytes of probe duplicates sent.
+// ProbedBytes returns the bytes of probe padding sent.
 func (d *DownTrack) ProbedBytes() uint64 { return d.probed.Load() }
 
 // Stats returns packets and bytes sent, NACKed packets and keyframe
@@ -302,6 +311,7 @@ func (d *DownTrack) writePacket(l *layer, p *packetView) int {
 		// keeps its offset so that it follows the real clock.
 		d.seqOffset = d.lastOutSeq + 1 - p.seq
 		d.resyncOutSeq = d.lastOutSeq + 1
+		d.resetSegments()
 		if d.started {
 			l.requestKeyframe(p.arrival)
 		}
@@ -318,17 +328,8 @@ func (d *DownTrack) writePacket(l *layer, p *packetView) int {
 		d.lastOutTS = p.timestamp + d.tsOffset
 		d.lastOutAt = p.arrival
 	}
-	if n > 0 && d.probe.Load() > 0 {
-		// Probe: repeat the packet (the receiver drops duplicates) while
-		// the budget lasts, at most three times.
-		for i := 0; i < 3 && d.probe.Load() > 0; i++ {
-			k := d.write(b, p, out)
-			if k == 0 {
-				break
-			}
-			d.probe.Add(-int64(k))
-			d.probed.Add(uint64(k))
-		}
+	if n > 0 && p.marker && d.probe.Load() > 0 && out == d.lastOutSeq {
+		d.writeProbe(b)
 	}
 	return n
 }
@@ -344,6 +345,7 @@ func (d *DownTrack) setCur(l int32) {
 func (d *DownTrack) switchTo(idx int32, p *packetView) {
 	d.seqOffset = d.lastOutSeq + 1 - p.seq
 	d.resyncOutSeq = d.lastOutSeq + 1
+	d.resetSegments()
 	if d.started {
 		delta := uint32(1)
 		if el := p.arrival - d.lastOutAt; el > 0 {
@@ -402,24 +404,94 @@ func (d *DownTrack) isKeyframe(p *packetView) bool {
 	return false
 }
 
-// writeRetransmission resends a packet from the history. Called with mu
-// held; p.seq has been mapped by sourceSeq.
-func (d *DownTrack) writeRetransmission(p *packetView) int {
+// writeRetransmission resends a packet from the history as out, the
+// sequence number it was first sent with. Called with mu held.
+func (d *DownTrack) writeRetransmission(p *packetView, out uint16) int {
 	b := d.binding.Load()
 	if b == nil || !d.started {
 		return 0
 	}
-	return d.write(b, p, p.seq+d.seqOffset)
+	return d.write(b, p, out)
+}
+
+// maxSegments bounds the padding insertions remembered for NACKs; older
+// packets are not resent.
+const maxSegments = 32
+
+// seqSegment is a run of sent sequence numbers from start on: the first
+// pad of them were padding, the rest map to the source by offset.
+type seqSegment struct {
+	start, pad, offset uint16
+}
+
+// resetSegments starts the mapping anew at a resync or switch.
+func (d *DownTrack) resetSegments() {
+	d.segs[0] = seqSegment{start: d.resyncOutSeq, offset: d.seqOffset}
+	d.nSegs = 1
 }
 
 // sourceSeq maps a sequence number this down-track sent back to the
-// publisher's, if it was sent since the last resync or switch. Called
-// with mu held.
+// publisher's, if it was a media packet sent since the last resync or
+// switch. Called with mu held.
 func (d *DownTrack) sourceSeq(out uint16) (uint16, bool) {
 	if !d.started || int16(out-d.resyncOutSeq) < 0 || int16(d.lastOutSeq-out) < 0 {
 		return 0, false
 	}
-	return out - d.seqOffset, true
+	for i := d.nSegs - 1; i >= 0; i-- {
+		sg := d.segs[i]
+		if int16(out-sg.start) < 0 {
+			continue
+		}
+		if int16(out-sg.start) < int16(sg.pad) {
+			return 0, false // padding
+		}
+		return out - sg.offset, true
+	}
+	return out - d.seqOffset, d.nSegs == 0
+}
+
+// probePacket is the size of a probe's padding (the most RTP allows).
+const probePadding = 255
+
+// writeProbe sends padding-only packets after the last packet of a frame,
+// as many as the probe budget asks (at most 8), taking sequence numbers
+// of their own: the media after them shifts by as many. Called with mu
+// held.
+func (d *DownTrack) writeProbe(b *binding) {
+	k := 0
+	for ; k < 8 && d.probe.Load() > 0; k++ {
+		h := &d.hdr
+		h.Version = 2
+		h.Padding = true
+		h.PaddingSize = probePadding
+		h.Marker = false
+		h.PayloadType = b.pt
+		h.SequenceNumber = d.lastOutSeq + 1 + uint16(k)
+		h.Timestamp = d.lastOutTS
+		h.SSRC = b.ssrc
+		h.CSRC = nil
+		h.Extension = false
+		h.ExtensionProfile = 0
+		h.Extensions = h.Extensions[:0]
+		n, err := b.writer.WriteRTP(h, nil)
+		if err != nil {
+			break
+		}
+		d.probe.Add(-int64(n))
+		d.probed.Add(uint64(n))
+	}
+	if k == 0 {
+		return
+	}
+	if d.nSegs == maxSegments {
+		copy(d.segs[:], d.segs[1:])
+		d.nSegs--
+		d.resyncOutSeq = d.segs[0].start
+	}
+	d.seqOffset += uint16(k)
+	d.segs[d.nSegs] = seqSegment{start: d.lastOutSeq + 1, pad: uint16(k), offset: d.seqOffset}
+	d.nSegs++
+	d.lastOutSeq += uint16(k)
 }
 
 func (d *DownTrack) write(b *binding, p *packetView, seq uint16) int {

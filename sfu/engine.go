@@ -205,6 +205,9 @@ func newAPI(se webrtc.SettingEngine, publish bool, bwe interceptor.Factory) (*we
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
 	m.RegisterFeedback(webrtc.RTCPFeedback{Type: "ccm", Parameter: "fir"}, webrtc.RTPCodecTypeVideo)
 	if publish {
+		// Publishers without simulcast are capped with REMB at what their
+		// subscribers take.
+		m.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBGoogREMB}, webrtc.RTPCodecTypeVideo)
 		gen, err := nack.NewGeneratorInterceptor()
 		if err != nil {
 			return nil, fmt.Errorf("sfu: nack generator: %w", err)

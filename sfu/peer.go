@@ -69,7 +69,8 @@ type Peer struct {
 	pub            *webrtc.PeerConnection
 	expected       map[string]TrackInfo // publish: msid track id → info
 	layered        map[string]*UpTrack  // simulcast tracks by msid track id
-	ups            map[string]*UpTrack  // published by this peer, by SID
+	layerTracks    map[*layer]*webrtc.TrackRemote
+	ups            map[string]*UpTrack // published by this peer, by SID
 	downs          map[string]*subscription
 	awaitingAnswer bool
 	pendingOffer   bool
@@ -98,6 +99,7 @@ func NewPeer(e *Engine, id string, events PeerEvents, channels []DataChannelSpec
 		channels:     map[string]*dataChannel{},
 		expected:     map[string]TrackInfo{},
 		layered:      map[string]*UpTrack{},
+		layerTracks:  map[*layer]*webrtc.TrackRemote{},
 		ups:          map[string]*UpTrack{},
 		downs:        map[string]*subscription{},
 		pendingCands: map[string][]webrtc.ICECandidateInit{},
@@ -123,10 +125,14 @@ func NewPeer(e *Engine, id string, events PeerEvents, channels []DataChannelSpec
 		dc.OnMessage(func(m webrtc.DataChannelMessage) { events.DataMessage(label, m.Data) })
 		p.channels[label] = ch
 	}
-	p.wg.Add(1)
+	p.wg.Add(2)
 	go func() {
 		defer p.wg.Done()
 		p.runAllocator(bwe, p.quit)
+	}()
+	go func() {
+		defer p.wg.Done()
+		p.runREMB(p.quit)
 	}()
 	return p, nil
 }
@@ -297,9 +303,23 @@ func (p *Peer) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 	}
 	if up := p.layered[remote.ID()]; up != nil && rid != "" {
 		l := up.addLayer(index, uint32(remote.SSRC()), remoteSource{remote})
+		if l != nil {
+			p.layerTracks[l] = remote
+		}
 		if l == nil {
+			// Pion announces a layer again when it replaced its stream or
+			// its receiver: the layer's reader goes on with the track it
+			// is given now.
+			if old := up.layer(int32(index)); old != nil {
+				old.ssrc.Store(uint32(remote.SSRC()))
+				if p.layerTracks[old] != remote {
+					p.layerTracks[old] = remote
+					old.replaceSource(remoteSource{remote})
+					p.startRTCPReader(rid, recv)
+				}
+			}
 			p.mu.Unlock()
-			p.log.Warn("duplicate simulcast layer; ignored", "rid", rid)
+			p.log.Debug("simulcast layer announced again", "rid", rid)
 			return
 		}
 		p.startReaders(l, recv)
@@ -322,7 +342,9 @@ func (p *Peer) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 	// The other layers of a simulcast track may arrive at once: they
 	// find the group under the same lock.
 	up := newUpTrackGroup(info, rid != "", p.pub, extURIs)
+	up.stop = p.quit
 	l := up.addLayer(index, uint32(remote.SSRC()), remoteSource{remote})
+	p.layerTracks[l] = remote
 	p.ups[info.SID] = up
 	if rid != "" {
 		p.layered[remote.ID()] = up
@@ -335,7 +357,7 @@ func (p *Peer) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 // startReaders runs the layer's RTP reader and an RTCP reader for its
 // receiver. Called with p.mu held.
 func (p *Peer) startReaders(l *layer, recv *webrtc.RTPReceiver) {
-	p.wg.Add(2)
+	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		l.run()
@@ -344,6 +366,13 @@ func (p *Peer) startReaders(l *layer, recv *webrtc.RTPReceiver) {
 	if l.up.simulcast {
 		rid = LayerNames[l.index]
 	}
+	p.startRTCPReader(rid, recv)
+}
+
+// startRTCPReader reads the receiver's RTCP (of layer rid, or of its one
+// track) until it ends. Called with p.mu held.
+func (p *Peer) startRTCPReader(rid string, recv *webrtc.RTPReceiver) {
+	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		// Reading RTCP lets the interceptors see sender reports.
@@ -377,6 +406,9 @@ func (p *Peer) Unpublish(sid string) {
 	delete(p.ups, sid)
 	if up != nil {
 		delete(p.layered, up.info.CID)
+		for i := range up.layers {
+			delete(p.layerTracks, up.layers[i].Load())
+		}
 	}
 	pub := p.pub
 	p.mu.Unlock()

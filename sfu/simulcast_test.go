@@ -134,9 +134,19 @@ type recorder struct {
 	tl0s   []uint8
 	layers []int
 	starts []bool
+	// padding lists the sequence numbers of probe padding; all every
+	// sequence number in order.
+	padding []uint16
+	all     []uint16
 }
 
 func (r *recorder) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
+	if len(payload) == 0 && h.Padding {
+		r.padding = append(r.padding, h.SequenceNumber)
+		r.all = append(r.all, h.SequenceNumber)
+		return h.MarshalSize() + int(h.PaddingSize), nil
+	}
+	r.all = append(r.all, h.SequenceNumber)
 	var d vp8Descriptor
 	if !parseVP8(payload, &d) || d.picIDLen != 2 || d.tl0Off == 0 {
 		return 0, fmt.Errorf("bad descriptor %x", payload[:6])
@@ -398,5 +408,40 @@ func BenchmarkSimulcastFanout(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(subs/maxLayers), "ns/forwarded")
 		})
+	}
+}
+
+func TestProbePaddingKeepsSequenceAndNACKs(t *testing.T) {
+	s, _ := newSimSource(t)
+	rec := &recorder{}
+	d := simDown(s.up, rec)
+	d.SetTargetLayer(LayerLow)
+	s.sendFrame(0)
+	d.Probe(3 * (12 + probePadding)) // three padding packets
+	s.sendFrame()
+	d.Probe(0)
+	s.sendFrame()
+	if len(rec.padding) != 3 {
+		t.Fatalf("sent %d padding packets; want 3", len(rec.padding))
+	}
+	for i := 1; i < len(rec.all); i++ {
+		if rec.all[i] != rec.all[i-1]+1 {
+			t.Fatalf("gap at %d: %d → %d (padding %v)", i, rec.all[i-1], rec.all[i], rec.padding)
+		}
+	}
+	if rec.padding[0] != rec.seqs[5]+1 || rec.seqs[6] != rec.padding[2]+1 {
+		t.Fatalf("padding %v not after the second frame %v", rec.padding, rec.seqs)
+	}
+	// NACKs before, inside and after the padding.
+	r := nackRequest{down: d, n: 3}
+	r.seqs[0], r.seqs[1], r.seqs[2] = rec.seqs[1], rec.padding[1], rec.seqs[7]
+	n := len(rec.seqs)
+	s.up.layers[LayerLow].Load().retransmit(&r)
+	got := rec.seqs[n:]
+	if len(got) != 2 || got[0] != rec.seqs[1] || got[1] != rec.seqs[7] {
+		t.Fatalf("retransmitted %v; want [%d %d]", got, rec.seqs[1], rec.seqs[7])
+	}
+	if rec.pics[n] != rec.pics[1] || rec.pics[n+1] != rec.pics[7] {
+		t.Fatal("a retransmission carried the wrong packet")
 	}
 }

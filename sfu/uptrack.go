@@ -96,7 +96,13 @@ type UpTrack struct {
 	retired bool
 	running int // layer readers still running; guarded by mu
 
+	// stop, closed when the publisher's peer closes, ends readers that
+	// wait for a stream to come back (nil: they end at once).
+	stop <-chan struct{}
+
 	muted       atomic.Bool
+	remb        atomic.Int64  // the latest REMB sent to the publisher, bits/s
+	wanted      atomic.Uint32 // the layers last told wanted (packLayers); 0 never
 	packetsOut  atomic.Uint64
 	bytesOut    atomic.Uint64
 	keyRequests atomic.Uint64
@@ -109,8 +115,9 @@ type UpTrack struct {
 type layer struct {
 	up       *UpTrack
 	index    int
-	ssrc     uint32
+	ssrc     atomic.Uint32 // Pion may replace the stream with a new SSRC
 	src      rtpSource
+	next     atomic.Pointer[rtpSource] // a replacement for src, taken when src ends
 	history  *packetHistory
 	nacks    chan nackRequest
 	wasMuted bool // reader-owned: muted on the previous packet
@@ -168,11 +175,11 @@ func (u *UpTrack) addLayer(index int, ssrc uint32, src rtpSource) *layer {
 	l := &layer{
 		up:      u,
 		index:   index,
-		ssrc:    ssrc,
 		src:     src,
 		history: newPacketHistory(historySize),
 		nacks:   make(chan nackRequest, nackQueueLen),
 	}
+	l.ssrc.Store(ssrc)
 	u.layers[index].Store(l)
 	u.running++
 	return l
@@ -233,10 +240,25 @@ func (u *UpTrack) LayerSSRCs() [maxLayers]uint32 {
 	var out [maxLayers]uint32
 	for i := range u.layers {
 		if l := u.layers[i].Load(); l != nil {
-			out[i] = l.ssrc
+			out[i] = l.ssrc.Load()
 		}
 	}
 	return out
+}
+
+// replaceSource hands the layer's reader a new source, which it takes
+// when the current one ends (Pion may announce a layer again on a new
+// track after it stopped the old receiver).
+func (l *layer) replaceSource(src rtpSource) { l.next.Store(&src) }
+
+// streamRevival is how long a layer's reader waits for its stream to come
+// back after it ended while the peer lives on.
+const streamRevival = 2 * time.Second
+
+func (u *UpTrack) isRetired() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.retired
 }
 
 // Retire marks the track as unpublished: from now on it takes no new
@@ -322,8 +344,12 @@ func (l *layer) requestKeyframe(now int64) {
 		return
 	}
 	u.keyRequests.Add(1)
-	_ = u.rtcp.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: l.ssrc}})
+	_ = u.rtcp.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: l.ssrc.Load()}})
 }
+
+// REMB returns the bitrate the publisher was last capped at with REMB
+// (bits/s), 0 if never.
+func (u *UpTrack) REMB() int64 { return u.remb.Load() }
 
 // KeyframeRequests returns how many PLIs were sent to the publisher.
 func (u *UpTrack) KeyframeRequests() uint64 { return u.keyRequests.Load() }
@@ -332,7 +358,7 @@ func (u *UpTrack) KeyframeRequests() uint64 { return u.keyRequests.Load() }
 func (u *UpTrack) mediaSSRC() uint32 {
 	for i := range u.layers {
 		if l := u.layers[i].Load(); l != nil {
-			return l.ssrc
+			return l.ssrc.Load()
 		}
 	}
 	return 0
@@ -370,15 +396,38 @@ func (l *layer) run() {
 		}
 	}()
 	var p packetView
+	var failingSince time.Time
 	for {
 		buf := l.history.buffer()
 		n, err := l.src.Read(buf)
 		if err != nil {
-			if isClosedErr(err) {
+			if !isClosedErr(err) {
+				continue // a malformed packet: skip it
+			}
+			// Pion may replace a layer's stream (it then announces the
+			// track again): keep reading for a while unless the track or
+			// the peer is gone.
+			if next := l.next.Swap(nil); next != nil {
+				l.src = *next
+				failingSince = time.Time{}
+				continue
+			}
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+			}
+			if l.up.stop == nil || l.up.isRetired() || time.Since(failingSince) > streamRevival {
 				return
 			}
-			continue // a malformed packet: skip it
+			t := time.NewTimer(50 * time.Millisecond)
+			select {
+			case <-l.up.stop:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			continue
 		}
+		failingSince = time.Time{}
 		if parseRTP(buf[:n], &p) != nil {
 			continue
 		}
@@ -397,7 +446,13 @@ func (l *layer) receive(p *packetView, n int, now int64) {
 	l.winBytes += uint64(n)
 	if el := now - l.winStart; el >= rateWindow {
 		if l.winStart != 0 {
-			l.rate.Store(int64(l.winBytes * 8 * uint64(time.Second) / uint64(el)))
+			// Smoothed over about 1.5 s, so that a keyframe does not
+			// look like a new rate.
+			sample := int64(l.winBytes * 8 * uint64(time.Second) / uint64(el))
+			if old := l.rate.Load(); old > 0 && el < 4*rateWindow {
+				sample = (7*old + 3*sample) / 10
+			}
+			l.rate.Store(sample)
 		}
 		l.winStart, l.winBytes = now, 0
 	}
@@ -462,7 +517,7 @@ func (l *layer) retransmit(r *nackRequest) {
 		if b == nil || parseRTP(b, &p) != nil {
 			continue
 		}
-		if n := d.writeRetransmission(&p); n > 0 {
+		if n := d.writeRetransmission(&p, outSeq); n > 0 {
 			pkts++
 			bytes += uint64(n)
 		}

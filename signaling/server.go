@@ -125,6 +125,7 @@ func New(cfg Config) *Server {
 		s.ownPresence = true
 	}
 	s.startBackground()
+	s.metrics.MustRegister(qualityCollector{cfg.Registry})
 	return s
 }
 

@@ -259,6 +259,7 @@ function wire(c) {
   c.setActivity('in_call');
   c.on('local_published', ({ source }) => source === Source.SCREEN && c.setActivity('screen_sharing'));
   c.on('local_unpublished', ({ source }) => source === Source.SCREEN && c.setActivity('in_call'));
+  c.on('quality', onQuality);
   c.on('participant_joined', (p) => toast(`${p.name || p.identity} joined`));
   c.on('participant_left', (p) => toast(`${p.name || p.identity} left`));
   c.on('error', (err) => {
@@ -548,6 +549,7 @@ function updateTile(t, spec) {
   el.querySelector('.mic-off').hidden = spec.screen || !spec.micMuted;
   el.querySelector('.avatar').textContent = initials(spec.name);
   paintPresence(t);
+  showQuality(t);
 
   // The own tile is a muted preview; the others play their audio.
   t.video.muted = spec.self || soundBlocked;
@@ -637,6 +639,46 @@ function paintPresence(t) {
   dot.title = p ? [p.state, p.activity?.replace('_', ' ')].filter(Boolean).join(' · ') : '';
   text.textContent = p?.text ?? '';
   t.el.dataset.presence = p?.state ?? '';
+}
+
+// ---------------------------------------------------------------------------
+// Connection quality: the server's quality messages, shown on each tile
+
+/** qualityBySid holds the latest quality message by participant SID ("self": one's own). */
+const qualityBySid = new Map();
+const qualityBars = { excellent: 3, good: 2, poor: 1, lost: 0 };
+
+function onQuality(q) {
+  const mine = !!q.stats;
+  qualityBySid.set(mine ? 'self' : q.participant, q);
+  for (const t of tiles.values()) {
+    if (t.spec.self ? mine : t.spec.sid === q.participant) showQuality(t);
+  }
+}
+
+/** showQuality puts a signal-bars indicator (level, score) in the tile's caption. */
+function showQuality(t) {
+  const q = qualityBySid.get(t.spec.self ? 'self' : t.spec.sid);
+  let el = t.el.querySelector('.quality');
+  if (!q || t.spec.screen) {
+    if (el) el.hidden = true;
+    return;
+  }
+  if (!el) {
+    el = document.createElement('span');
+    el.className = 'quality';
+    el.innerHTML = '<i></i><i></i><i></i>';
+    t.el.querySelector('figcaption').prepend(el);
+  }
+  el.hidden = false;
+  el.dataset.level = q.level;
+  el.dataset.bars = String(qualityBars[q.level] ?? 0);
+  const parts = [`Connection: ${q.level} (${q.score.toFixed(1)} of 5)`];
+  if (q.audio) parts.push(`audio ${q.audio.level} ${q.audio.score.toFixed(1)}`);
+  if (q.video) parts.push(`video ${q.video.level} ${q.video.score.toFixed(1)}`);
+  if (q.stats) parts.push(`estimate ${q.stats.est_kbps} kbit/s, loss ${q.stats.loss_pct}%, rtt ${q.stats.rtt_ms} ms`);
+  el.title = parts.join('; ');
+  el.setAttribute('aria-label', parts[0]);
 }
 
 start();

@@ -803,6 +803,9 @@ export class Client extends Emitter {
         if (this.connectionState !== 'leaving') this._setConnection('closed');
         break;
       }
+      case 'layers':
+        this._onLayers(m);
+        break;
       case 'bye':
         this.emit('bye', m.reason ?? '');
         if (this.connectionState !== 'leaving') this._setConnection('closed');
@@ -996,6 +999,29 @@ export class Client extends Emitter {
       sid: null,
       transceiver: this.publisher.addTransceiver(track, init),
     });
+  }
+
+  /**
+   * _onLayers pauses the simulcast layers of a published track that nobody
+   * receives (the server's layers message lists the ones to send).
+   */
+  _onLayers(m) {
+    const local = [...this._local.values()].find((l) => l.sid === m.track);
+    const sender = local?.transceiver?.sender;
+    if (!sender?.getParameters || !Array.isArray(m.active)) return;
+    const params = sender.getParameters();
+    if (!params.encodings?.some((e) => e.rid)) return;
+    let changed = false;
+    for (const e of params.encodings) {
+      const active = m.active.includes(e.rid);
+      if (e.active !== active) {
+        e.active = active;
+        changed = true;
+      }
+    }
+    if (changed) {
+      sender.setParameters(params).catch((err) => console.warn('huddle: pause layers:', err.message));
+    }
   }
 
   /** unpublish stops sending a local track and tells the server. */

@@ -383,3 +383,52 @@ test('Client follows a redirect to the node that serves the room', async () => {
   assert.equal(c.url, 'ws://c:7800/ws');
   assert.equal(c.connectionState, 'closed');
 });
+
+// FakePublishPC records the transceivers a client adds and lets a test read
+// and change their senders' parameters.
+class FakePublishPC {
+  static last = null;
+  constructor() {
+    this.added = [];
+    FakePublishPC.last = this;
+  }
+  addTransceiver(track, init) {
+    const params = { encodings: (init.sendEncodings ?? [{}]).map((e) => ({ ...e, active: true })) };
+    const sender = {
+      track,
+      set: [],
+      getParameters: () => structuredClone(params),
+      setParameters: async (p) => {
+        sender.set.push(p);
+        params.encodings = p.encodings;
+      },
+    };
+    const t = { sender, init };
+    this.added.push(t);
+    return t;
+  }
+}
+
+test('camera video is published as simulcast q/h/f and layers follow the server', async () => {
+  const p = connect({ url: 'ws://h/ws', token: 'T', WebSocket: FakeSocket, RTCPeerConnection: FakePublishPC, pingInterval: 0 });
+  await tick();
+  FakeSocket.last.serve(JOINED);
+  const c = await p;
+  c._addLocal({ id: 'cam', kind: 'video', enabled: true }, {});
+  c._addLocal({ id: 'mic', kind: 'audio', enabled: true }, {});
+  c._addLocal({ id: 'scr', kind: 'video', enabled: true }, { source: 'screen' });
+  const [cam, mic, scr] = FakePublishPC.last.added;
+  assert.deepEqual(cam.init.sendEncodings.map((e) => e.rid), ['q', 'h', 'f']);
+  assert.equal(mic.init.sendEncodings, undefined);
+  assert.equal(scr.init.sendEncodings, undefined);
+
+  c._local.get('cam').sid = 'TR_cam';
+  FakeSocket.last.serve({ type: 'layers', track: 'TR_cam', active: ['q'] });
+  await tick();
+  assert.deepEqual(cam.sender.getParameters().encodings.map((e) => e.active), [true, false, false]);
+  FakeSocket.last.serve({ type: 'layers', track: 'TR_cam', active: ['q', 'h', 'f'] });
+  await tick();
+  assert.deepEqual(cam.sender.getParameters().encodings.map((e) => e.active), [true, true, true]);
+  assert.equal(cam.sender.set.length, 2);
+  c.close();
+});

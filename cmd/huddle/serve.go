@@ -45,6 +45,8 @@ type serveFlags struct {
 	turn            turnFlags
 	redis           string
 	cluster         clusterFlags
+	// videoFloor is sfu.Config.VideoFloor in kbit/s.
+	videoFloor int
 }
 
 func newServeCmd() *cobra.Command {
@@ -85,6 +87,7 @@ on the command line wins over the environment, which wins over the file.`,
 	addTurnFlags(fl, &f.turn, false)
 	fl.StringVar(&f.redis, "redis", "", "Redis URL (redis://host:6379/0) shared by the nodes: cluster mode, documents and presence in Redis; empty keeps everything in process")
 	addClusterFlags(fl, &f.cluster)
+	fl.IntVar(&f.videoFloor, "video-floor", 0, "kbit/s: a subscriber whose bandwidth estimate is below this gets video without simulcast as audio only (and is told so); REMB never caps a publisher below it")
 	return cmd
 }
 
@@ -176,6 +179,7 @@ func serve(ctx context.Context, f serveFlags) error {
 		return err
 	}
 	engCfg := sfu.Config{UDPPort: f.udpPort, ICETCP: f.iceTCP, PublicIPs: f.publicIPs, Logger: log}
+	engCfg.VideoFloor = f.videoFloor * 1000
 	if loopback {
 		// A loopback server serves this machine: announce loopback only.
 		// ICE-TCP binds 127.0.0.1 too, so no media port is open to the network.

@@ -131,6 +131,26 @@ func TestRunAgainstServer(t *testing.T) {
 		}
 	})
 
+	t.Run("layers nobody receives are paused", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+		defer cancel()
+		r, err := Run(ctx, Config{URL: base, Room: "paused", Publishers: 1, Subscribers: 1, Simulcast: true, MaxLayer: "q", Duration: 10 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		_ = r.WriteText(&out)
+		t.Logf("\n%s", out.String())
+		if err := r.Err(); err != nil {
+			t.Fatal(err)
+		}
+		// All three layers and audio are about 2.3 Mbit/s; q and audio
+		// about 250 kbit/s.
+		if r.SentKbps > 1000 || r.Layers.Q < 7 {
+			t.Errorf("the publisher sent %.0f kbit/s for a subscriber on q (%+v s)", r.SentKbps, r.Layers)
+		}
+	})
+
 	t.Run("refused tokens fail the run", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
@@ -151,6 +171,13 @@ func TestRunAgainstServer(t *testing.T) {
 // and returns its base URL.
 func startServer(t *testing.T) string {
 	t.Helper()
+	return startServerAt(t, "127.0.0.1", "--dev")
+}
+
+// startServerAt runs the server listening on host with the extra
+// arguments given, until the test ends, and returns its base URL.
+func startServerAt(t *testing.T, host string, args ...string) string {
+	t.Helper()
 	bin := os.Getenv("HUDDLE_BIN")
 	if bin == "" {
 		bin = filepath.Join(t.TempDir(), "huddle")
@@ -161,9 +188,9 @@ func startServer(t *testing.T) string {
 		}
 	}
 	httpPort, udpPort := freePort(t, false), freePort(t, true)
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort))
+	addr := net.JoinHostPort(host, strconv.Itoa(httpPort))
 	var log syncBuffer
-	cmd := exec.Command(bin, "serve", "--dev", "--listen", addr, "--udp-port", strconv.Itoa(udpPort))
+	cmd := exec.Command(bin, append([]string{"serve", "--listen", addr, "--udp-port", strconv.Itoa(udpPort)}, args...)...)
 	cmd.Dir = t.TempDir()
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,11 +30,26 @@ const rtpMTU = 1200
 // them until ctx ends.
 func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *botResult) error {
 	dialStart := time.Now()
+	// The server says which simulcast layers anyone receives; the others
+	// are not sent.
+	var paused [3]atomic.Bool
+	var keyReqs [3]atomic.Pointer[atomic.Bool]
+	onLayers := func(m *protocol.Layers) {
+		for i := range paused {
+			on := slices.Contains(m.Active, layerName(i))
+			if paused[i].Swap(!on) && on {
+				if req := keyReqs[i].Load(); req != nil {
+					req.Store(true) // resume at a keyframe
+				}
+			}
+		}
+	}
 	jctx, cancel := context.WithTimeout(ctx, e.cfg.JoinTimeout)
 	c, err := client.Dial(jctx, spec.urls[0], token, client.Options{
 		API:           e.api,
 		AutoSubscribe: new(false),
 		Logger:        e.cfg.Logger,
+		OnLayers:      onLayers,
 	})
 	cancel()
 	if err != nil {
@@ -51,10 +67,13 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 		track  *webrtc.TrackLocalStaticRTP
 		pub    int // index of the published track
 		keyReq *atomic.Bool
+		paused *atomic.Bool // a simulcast layer nobody receives
 	}
 	var sources []source
 	var pub []client.PublishTrack
 	var layerSSRCs atomic.Pointer[map[uint32]*atomic.Bool]
+	var rembMu sync.Mutex
+	var rembs []int
 	onRTCP := func(pkts []rtcp.Packet) {
 		m := layerSSRCs.Load()
 		if m == nil {
@@ -63,6 +82,11 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 		for _, p := range pkts {
 			var ssrc uint32
 			switch k := p.(type) {
+			case *rtcp.ReceiverEstimatedMaximumBitrate:
+				rembMu.Lock()
+				rembs = append(rembs, int(k.Bitrate/1000))
+				rembMu.Unlock()
+				continue
 			case *rtcp.PictureLossIndication:
 				ssrc = k.MediaSSRC
 			case *rtcp.FullIntraRequest:
@@ -85,7 +109,9 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 				if err != nil {
 					return fmt.Errorf("bots: %s: new track: %w", spec.identity, err)
 				}
-				sources = append(sources, source{cl, tr, len(pub), &atomic.Bool{}})
+				req := &atomic.Bool{}
+				keyReqs[i].Store(req)
+				sources = append(sources, source{cl, tr, len(pub), req, &paused[i]})
 				if i == 0 {
 					base = tr
 				} else {
@@ -98,7 +124,7 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 			if err != nil {
 				return fmt.Errorf("bots: %s: new track: %w", spec.identity, err)
 			}
-			sources = append(sources, source{e.video, tr, len(pub), &atomic.Bool{}})
+			sources = append(sources, source{e.video, tr, len(pub), &atomic.Bool{}, nil})
 			pub = append(pub, client.PublishTrack{Track: tr, OnRTCP: onRTCP})
 		}
 	}
@@ -107,7 +133,7 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 		if err != nil {
 			return fmt.Errorf("bots: %s: new track: %w", spec.identity, err)
 		}
-		sources = append(sources, source{e.audio, tr, len(pub), nil})
+		sources = append(sources, source{e.audio, tr, len(pub), nil, nil})
 		pub = append(pub, client.PublishTrack{Track: tr})
 	}
 	pctx, cancel := context.WithTimeout(ctx, e.cfg.JoinTimeout)
@@ -151,6 +177,7 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 		o := sendOptions{
 			absCaptureID: client.ExtensionID(params.HeaderExtensions, client.URIAbsCaptureTime),
 			keyReq:       s.keyReq,
+			paused:       s.paused,
 		}
 		if rid := s.track.RID(); rid != "" {
 			o.midID = client.ExtensionID(params.HeaderExtensions, sdp.SDESMidURI)
@@ -174,6 +201,9 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 		}()
 	}
 	wg.Wait()
+	rembMu.Lock() // the RTCP readers may still deliver until Close
+	res.rembKbps = slices.Clone(rembs)
+	rembMu.Unlock()
 	for _, s := range sent {
 		res.sentPackets += s.packets
 		res.sentBytes += s.bytes
@@ -208,6 +238,8 @@ type sendOptions struct {
 	// keyReq, when set by a keyframe request, makes the stream jump to a
 	// keyframe of the clip at its next frame.
 	keyReq *atomic.Bool
+	// paused, while true, stops sending (the frames still advance).
+	paused *atomic.Bool
 }
 
 // sendClip packetizes the clip's frames from index first, paced at one
@@ -231,6 +263,11 @@ func sendClip(ctx context.Context, cl *clip, track *webrtc.TrackLocalStaticRTP, 
 		case <-ctx.Done():
 			return n
 		case <-timer.C:
+		}
+		if o.paused != nil && o.paused.Load() {
+			next = next.Add(cl.frameDur)
+			timer.Reset(time.Until(next))
+			continue
 		}
 		if o.keyReq != nil && o.keyReq.Swap(false) {
 			i = cl.nextKeyframe(i)

@@ -21,6 +21,7 @@ type botResult struct {
 	// Publishers.
 	sentPackets uint64
 	sentBytes   uint64
+	rembKbps    []int // every REMB the server sent, kbit/s
 
 	// Subscribers.
 	sub *subscriberStats
@@ -95,6 +96,9 @@ type Report struct {
 	// EstKbps is over every bandwidth estimate the server reported to the
 	// subscribers.
 	EstKbps EstimateKbps `json:"est_kbps"`
+	// REMBKbps is over every REMB the server sent the publishers (tracks
+	// without simulcast are capped at what their subscribers take).
+	REMBKbps EstimateKbps `json:"remb_kbps"`
 	// PerSubscriber is one line per subscriber (text report only).
 	PerSubscriber []SubscriberSummary `json:"-"`
 
@@ -181,7 +185,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 	}
 	if r.Publishers > 0 {
-		fmt.Fprintf(&b, "  sent         %d packets, %.0f kbit/s\n", r.SentPackets, r.SentKbps)
+		fmt.Fprintf(&b, "  sent         %d packets, %.0f kbit/s; REMB p50 %.0f kbit/s, min %.0f\n", r.SentPackets, r.SentKbps, r.REMBKbps.P50, r.REMBKbps.Min)
 	}
 	if r.Editors > 0 {
 		fmt.Fprintf(&b, "  edits        %d by %d editors (%.0f/s); ack p50 %.2f ms, p99 %.2f ms; converged %v\n",
@@ -206,7 +210,7 @@ func aggregate(cfg *Config, results []*botResult, elapsed time.Duration) *Report
 	var joins, firsts, jitters []time.Duration
 	var latency, acks histogram
 	converged := true
-	var allEst []int
+	var allEst, allREMB []int
 	var sentBytes uint64
 	errCount := map[string]int{}
 	for _, b := range results {
@@ -229,6 +233,7 @@ func aggregate(cfg *Config, results []*botResult, elapsed time.Duration) *Report
 			r.EditOps += b.editor.ops
 			acks.merge(b.editor.acks)
 		}
+		allREMB = append(allREMB, b.rembKbps...)
 		if b.sub == nil {
 			continue
 		}
@@ -265,6 +270,7 @@ func aggregate(cfg *Config, results []*botResult, elapsed time.Duration) *Report
 		r.PerSubscriber = append(r.PerSubscriber, sum)
 	}
 	r.EstKbps = estimates(allEst)
+	r.REMBKbps = estimates(allREMB)
 	r.Layers = LayerSeconds{round(r.Layers.Q, 2), round(r.Layers.H, 2), round(r.Layers.F, 2)}
 	r.JoinMS = quantiles(joins)
 	r.FirstMediaMS = quantiles(firsts)

@@ -25,7 +25,8 @@ type subscriberStats struct {
 	live    []*trackReader // video tracks being received, for the timeline
 	nacks   uint64         // from the server's latest stats (cumulative)
 	plis    uint64
-	estKbps []int // every estimate the server reported
+	estKbps []int   // every estimate the server reported
+	score   float64 // the latest own quality score
 }
 
 // trackResult is one received track, summed up when it ends.
@@ -48,6 +49,7 @@ func (st *subscriberStats) onQuality(self string) func(*protocol.Quality) {
 		st.mu.Lock()
 		defer st.mu.Unlock()
 		st.nacks, st.plis = q.Stats.NACKs, q.Stats.PLIs
+		st.score = q.Score
 		if q.Stats.EstimateKbps > 0 {
 			st.estKbps = append(st.estKbps, q.Stats.EstimateKbps)
 		}

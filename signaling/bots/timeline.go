@@ -10,7 +10,8 @@ import (
 // TimelineEntry is one line of the timeline: what one subscriber received
 // on one video track in one second.
 type TimelineEntry struct {
-	T       float64 `json:"t"` // seconds since the run started
+	T       float64 `json:"t"`       // seconds since the run started
+	UnixMS  int64   `json:"unix_ms"` // wall clock of the line
 	Bot     string  `json:"bot"`
 	Track   string  `json:"track"`
 	Layer   string  `json:"layer"` // q, h, f; "" before a keyframe
@@ -19,6 +20,7 @@ type TimelineEntry struct {
 	EstKbps int     `json:"est_kbps"` // the server's latest estimate
 	NACKs   uint64  `json:"nacks"`
 	PLIs    uint64  `json:"plis"`
+	Score   float64 `json:"score"` // the server's latest quality score of this subscriber
 }
 
 // timeline writes the subscribers' per-second lines to w.
@@ -54,14 +56,14 @@ func (tl *timeline) follow(bot string, st *subscriberStats) (stop func()) {
 				if n := len(st.estKbps); n > 0 {
 					est = st.estKbps[n-1]
 				}
-				nacks, plis := st.nacks, st.plis
+				nacks, plis, score := st.nacks, st.plis, st.score
 				st.mu.Unlock()
 				for _, r := range readers {
 					p, l := r.pubPackets.Load(), r.pubLost.Load()
 					e := TimelineEntry{
-						T: now.Sub(tl.start).Seconds(), Bot: bot, Track: r.sid,
+						T: now.Sub(tl.start).Seconds(), UnixMS: now.UnixMilli(), Bot: bot, Track: r.sid,
 						Layer: layerName(int(r.layer.Load())), Packets: p - prev[r].packets, Lost: l - prev[r].lost,
-						EstKbps: est, NACKs: nacks, PLIs: plis,
+						EstKbps: est, NACKs: nacks, PLIs: plis, Score: score,
 					}
 					prev[r] = last{p, l}
 					b, _ := json.Marshal(e)

@@ -75,6 +75,10 @@ type Options struct {
 	// (the room's and this participant's own, which carries Stats); it
 	// must not block.
 	OnQuality func(*protocol.Quality)
+	// OnLayers is called, in the read loop, when the server says which
+	// simulcast layers of a published track anyone receives; it must not
+	// block.
+	OnLayers func(*protocol.Layers)
 
 	// EventBuffer is the size of the Events channel (default 256). When it
 	// is full, further events are dropped and counted (DroppedEvents).

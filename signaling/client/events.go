@@ -24,6 +24,7 @@ const TypeClientError = "client_error"
 //	track_unpublished                        *protocol.TrackUnpublished
 //	track_muted                              *protocol.TrackMuted
 //	quality                                  *protocol.Quality
+//	layers                                   *protocol.Layers
 //	error                                    *protocol.Error (one no call was waiting for)
 //	bye                                      *protocol.Bye
 //	presence                                 *protocol.PresenceUpdate (pushed changes)
@@ -181,6 +182,14 @@ func (c *Client) dispatch(raw []byte) {
 	case protocol.TypePresence:
 		m := &protocol.PresenceUpdate{}
 		if c.decode(raw, m) && !c.resolve(m.ID, reply{presence: m}) {
+			c.emit(Event{Type: env.Type, Message: m})
+		}
+	case protocol.TypeLayers:
+		m := &protocol.Layers{}
+		if c.decode(raw, m) {
+			if c.opts.OnLayers != nil {
+				c.opts.OnLayers(m)
+			}
 			c.emit(Event{Type: env.Type, Message: m})
 		}
 	case protocol.TypeQuality:

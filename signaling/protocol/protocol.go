@@ -498,3 +498,16 @@ type ConnectionStats struct {
 	RTTMs     float64  `json:"rtt_ms"`
 	JitterMs  float64  `json:"jitter_ms"`
 }
+
+// TypeLayers is the server's hint to a publisher about which simulcast
+// layers of a track anyone receives.
+const TypeLayers = "layers"
+
+// Layers tells a publisher which simulcast layers (rids) of its track to
+// send; it may pause the others (RTCRtpEncodingParameters.active = false)
+// until a later layers message lists them again.
+type Layers struct {
+	Envelope
+	Track  string   `json:"track"`
+	Active []string `json:"active"`
+}

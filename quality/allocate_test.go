@@ -1,0 +1,83 @@
+package quality
+
+import (
+	"testing"
+	"time"
+)
+
+func simulcastTrack() Track {
+	return Track{Bitrates: [NumLayers]int{200_000, 500_000, 1_500_000}, Max: 2}
+}
+
+func TestAllocatorStartsAtWhatFitsAndFollowsMax(t *testing.T) {
+	a := NewAllocator(AllocatorConfig{})
+	now := time.Now()
+	tr := []Track{simulcastTrack()}
+	if d := a.Update(now, Signals{Estimate: 2_500_000}, tr, 50_000); d.Layers[0] != 2 {
+		t.Fatalf("start at %v with 2.5 Mbit/s; want f", d.Layers)
+	}
+	tr[0].Max = 0
+	if d := a.Update(now.Add(250*time.Millisecond), Signals{Estimate: 2_500_000}, tr, 50_000); d.Layers[0] != 0 || d.Limited {
+		t.Fatalf("max q: got %v", d.Layers)
+	}
+	tr[0].Max = -1
+	if d := a.Update(now.Add(500*time.Millisecond), Signals{Estimate: 2_500_000}, tr, 50_000); d.Layers[0] != -1 {
+		t.Fatalf("paused: got %v", d.Layers)
+	}
+}
+
+func TestAllocatorDownOnCongestionUpAfterProbe(t *testing.T) {
+	a := NewAllocator(AllocatorConfig{})
+	now := time.Now()
+	tr := []Track{simulcastTrack()}
+	step := func(sig Signals) Decision {
+		now = now.Add(250 * time.Millisecond)
+		return a.Update(now, sig, tr, 50_000)
+	}
+	step(Signals{Estimate: 2_500_000})
+	// A bottleneck: the estimate falls far under what f needs.
+	if d := step(Signals{Estimate: 350_000, Fell: true}); d.Layers[0] != 0 || d.Event != "congested" {
+		t.Fatalf("congested: %+v; want q at once", d)
+	}
+	// Quiet: after the hold a probe starts, with padding, ramping up.
+	var probe Decision
+	for range 20 {
+		if probe = step(Signals{Estimate: 400_000}); probe.Event == "probe" {
+			break
+		}
+	}
+	if probe.Event != "probe" || probe.ProbeBps <= 0 || probe.Layers[0] != 0 {
+		t.Fatalf("no probe after the hold: %+v", probe)
+	}
+	// Loss during the probe fails it and backs off.
+	if d := step(Signals{Estimate: 400_000, Loss: 0.08}); d.Event != "probe failed" || d.ProbeBps != 0 || d.Layers[0] != 0 {
+		t.Fatalf("lossy probe: %+v", d)
+	}
+	// Next time the path is clear: the probe succeeds and h is taken.
+	var ok Decision
+	for range 60 {
+		if ok = step(Signals{Estimate: 450_000}); ok.Event == "probe ok" {
+			break
+		}
+	}
+	if ok.Event != "probe ok" || ok.Layers[0] != 1 {
+		t.Fatalf("clear probe: %+v", ok)
+	}
+	// A small estimate dip from a busy machine is not congestion.
+	if d := step(Signals{Estimate: 420_000, Fell: true}); d.Layers[0] != 1 {
+		t.Fatalf("a small dip moved the layer: %+v", d)
+	}
+}
+
+func TestAllocatorFloorWithoutSimulcast(t *testing.T) {
+	a := NewAllocator(AllocatorConfig{Floor: 300_000})
+	now := time.Now()
+	tr := []Track{{Bitrates: [NumLayers]int{800_000}, Max: 2}}
+	if d := a.Update(now, Signals{Estimate: 200_000}, tr, 50_000); d.Layers[0] != -1 || !d.Limited {
+		t.Fatalf("below the floor: %+v; want audio only", d)
+	}
+	b := NewAllocator(AllocatorConfig{Floor: 300_000})
+	if d := b.Update(now, Signals{Estimate: 500_000}, tr, 50_000); d.Layers[0] != 0 {
+		t.Fatalf("above the floor: %+v; want the track", d)
+	}
+}

@@ -1,0 +1,437 @@
+package bots
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The tests here put a subscriber bot behind an impaired link: a network
+// namespace joined to the test's namespace by a veth pair, with a tbf rate
+// limit on the server's side of the link (server → subscriber) or nft
+// drops on the subscriber's side. They need root (to create namespaces),
+// ip and tc (iproute2) and, for loss, nft (nftables); `make deps` installs
+// them and CI runs the tests as root. The subscriber behind the link is
+// this test binary run again inside the namespace (TestNetnsSubscriber).
+
+const (
+	netnsKey    = "netns-test-key"
+	netnsSecret = "netns-test-secret-netns-test-secret-0123"
+)
+
+// netLink is a namespace with a veth pair to the test's namespace.
+type netLink struct {
+	ns         string
+	hostDev    string // the test's end
+	hostIP     string
+	subIP      string
+	subDev     string
+	clientNext int
+}
+
+func needNetns(t *testing.T, tools ...string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("impaired-network test: skipped with -short")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("impaired-network test: needs root to create network namespaces (ip netns) and shape traffic (tc, nft); run as root (CI does)")
+	}
+	for _, tool := range append([]string{"ip", "tc"}, tools...) {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("impaired-network test: %s is not installed (make deps installs iproute2 and nftables)", tool)
+		}
+	}
+}
+
+func run(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// newNetLink creates the namespace and the veth pair, on a subnet of its
+// own, and removes them when the test ends.
+func newNetLink(t *testing.T) *netLink {
+	t.Helper()
+	id := os.Getpid()%200 + 20 + rand.IntN(30)
+	l := &netLink{
+		ns:      fmt.Sprintf("hdl%d", id),
+		hostDev: fmt.Sprintf("hdlh%d", id),
+		hostIP:  fmt.Sprintf("10.213.%d.1", id),
+		subIP:   fmt.Sprintf("10.213.%d.2", id),
+	}
+	subDev := fmt.Sprintf("hdls%d", id)
+	l.subDev = subDev
+	_ = exec.Command("ip", "netns", "del", l.ns).Run() // a leftover of a killed run
+	_ = exec.Command("ip", "link", "del", l.hostDev).Run()
+	run(t, "ip", "netns", "add", l.ns)
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "link", "del", l.hostDev).Run()
+		_ = exec.Command("ip", "netns", "del", l.ns).Run()
+	})
+	run(t, "ip", "link", "add", l.hostDev, "type", "veth", "peer", "name", subDev, "netns", l.ns)
+	run(t, "ip", "addr", "add", l.hostIP+"/24", "dev", l.hostDev)
+	run(t, "ip", "link", "set", l.hostDev, "up")
+	run(t, "ip", "-n", l.ns, "addr", "add", l.subIP+"/24", "dev", subDev)
+	run(t, "ip", "-n", l.ns, "link", "set", subDev, "up")
+	run(t, "ip", "-n", l.ns, "link", "set", "lo", "up")
+	return l
+}
+
+// limit shapes the server → subscriber direction to rate (tc tbf).
+func (l *netLink) limit(t *testing.T, rate string) {
+	t.Helper()
+	run(t, "tc", "qdisc", "replace", "dev", l.hostDev, "root", "tbf", "rate", rate, "burst", "8kb", "latency", "100ms")
+}
+
+// drop makes the subscriber's side drop a share (per mille) of what
+// arrives from the server (nft netdev ingress, numgen random).
+func (l *netLink) drop(t *testing.T, perMille int) {
+	t.Helper()
+	rules := fmt.Sprintf("table netdev imp {\n chain in {\n  type filter hook ingress device %q priority 0; policy accept;\n  numgen random mod 1000 < %d counter drop\n }\n}\n", l.subDev, perMille)
+	cmd := exec.Command("ip", "netns", "exec", l.ns, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v\n%s", err, out)
+	}
+}
+
+func (l *netLink) unlimit(t *testing.T) {
+	t.Helper()
+	run(t, "tc", "qdisc", "del", "dev", l.hostDev, "root")
+}
+
+// subscriber runs a subscriber bot in the namespace for d and returns its
+// timeline when it ends.
+type nsSubscriber struct {
+	cmd  *exec.Cmd
+	out  syncBuffer
+	errs syncBuffer
+	done chan error
+}
+
+func (l *netLink) startSubscriber(t *testing.T, base string, d time.Duration, maxLayer string) *nsSubscriber {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &nsSubscriber{done: make(chan error, 1)}
+	s.cmd = exec.Command("ip", "netns", "exec", l.ns, exe, "-test.run=^TestNetnsSubscriber$", "-test.v", "-test.timeout=3m")
+	s.cmd.Env = append(os.Environ(), "HUDDLE_NETNS_URL="+base, "HUDDLE_NETNS_DURATION="+d.String(), "HUDDLE_NETNS_MAX_LAYER="+maxLayer)
+	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.errs
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.done <- s.cmd.Wait() }()
+	t.Cleanup(func() {
+		select {
+		case <-s.done:
+		case <-time.After(5 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-s.done
+		}
+	})
+	return s
+}
+
+func (s *nsSubscriber) wait(t *testing.T, within time.Duration) []TimelineEntry {
+	t.Helper()
+	select {
+	case err := <-s.done:
+		s.done <- err
+		if err != nil {
+			t.Fatalf("subscriber in the namespace: %v\n%s\n%s", err, s.out.String(), s.errs.String())
+		}
+	case <-time.After(within):
+		t.Fatalf("subscriber in the namespace did not end within %v", within)
+	}
+	return parseTimeline(s.out.String())
+}
+
+func parseTimeline(text string) []TimelineEntry {
+	var out []TimelineEntry
+	sc := bufio.NewScanner(strings.NewReader(text))
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, `{"t":`) {
+			continue
+		}
+		var e TimelineEntry
+		if json.Unmarshal([]byte(line), &e) == nil {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// TestNetnsSubscriber is the subscriber that the impaired-network tests
+// run inside their namespace; on its own it does nothing.
+func TestNetnsSubscriber(t *testing.T) {
+	base := os.Getenv("HUDDLE_NETNS_URL")
+	if base == "" {
+		t.Skip("run by the impaired-network tests inside a namespace")
+	}
+	d, err := time.ParseDuration(os.Getenv("HUDDLE_NETNS_DURATION"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+	defer cancel()
+	r, err := Run(ctx, Config{
+		URL: base, Room: "netns", Subscribers: 1, Duration: d, MaxLayer: os.Getenv("HUDDLE_NETNS_MAX_LAYER"),
+		APIKey: netnsKey, APISecret: netnsSecret, Timeline: os.Stdout, Seed: 7,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	_ = r.WriteText(&out)
+	t.Logf("\n%s", out.String())
+	if err := r.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startNetnsRoom starts the server on the host end of the link and, in
+// this process, a simulcast publisher and a clean subscriber for d; the
+// returned function waits for them and returns the clean timeline.
+func startNetnsRoom(t *testing.T, l *netLink, d time.Duration, simulcast bool) (string, func() ([]TimelineEntry, *Report)) {
+	t.Helper()
+	return startNetnsRoomWith(t, l, d, Config{Simulcast: simulcast})
+}
+
+// startNetnsRoomWith is startNetnsRoom with the publisher's media from
+// media (Simulcast, Video).
+func startNetnsRoomWith(t *testing.T, l *netLink, d time.Duration, media Config) (string, func() ([]TimelineEntry, *Report)) {
+	t.Helper()
+	base := startServerAt(t, l.hostIP, "--api-key", netnsKey, "--api-secret", netnsSecret, "--log-level", "debug")
+	var tl syncBuffer
+	var rep *Report
+	var runErr error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+		defer cancel()
+		rep, runErr = Run(ctx, Config{
+			URL: base, Room: "netns", Publishers: 1, Subscribers: 1, Simulcast: media.Simulcast, Video: media.Video, Duration: d,
+			APIKey: netnsKey, APISecret: netnsSecret, Timeline: &tl, Seed: 5,
+		})
+	}()
+	return base, func() ([]TimelineEntry, *Report) {
+		wg.Wait()
+		if runErr != nil {
+			t.Fatal(runErr)
+		}
+		return parseTimeline(tl.String()), rep
+	}
+}
+
+// layerAt returns the entries from (inclusive) and to (exclusive), by wall
+// clock.
+func between(es []TimelineEntry, from, to time.Time) []TimelineEntry {
+	var out []TimelineEntry
+	for _, e := range es {
+		if e.UnixMS >= from.UnixMilli() && e.UnixMS < to.UnixMilli() {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func summary(es []TimelineEntry) string {
+	var b strings.Builder
+	for _, e := range es {
+		fmt.Fprintf(&b, "%5.1fs %-1s %4d pkts %3d lost est %5d kbit/s nacks %d plis %d score %.1f\n", e.T, orDash(e.Layer), e.Packets, e.Lost, e.EstKbps, e.NACKs, e.PLIs, e.Score)
+	}
+	return b.String()
+}
+
+// TestSimulcastAdaptsToRateLimit is (a) and (b): a subscriber behind
+// 400 kbit/s goes to the low layer within 5 s and then loses under 3 % of
+// its packets while a clean subscriber in the room stays on the top layer;
+// when the limit is lifted it climbs back to the top layer within 20 s.
+func TestSimulcastAdaptsToRateLimit(t *testing.T) {
+	needNetns(t)
+	l := newNetLink(t)
+	l.limit(t, "400kbit")
+	const total = 42 * time.Second
+	base, wait := startNetnsRoom(t, l, total, true)
+	time.Sleep(time.Second) // the publisher first
+	start := time.Now()
+	sub := l.startSubscriber(t, base, total-3*time.Second, "")
+
+	const limited = 16 * time.Second
+	time.Sleep(limited)
+	lifted := time.Now()
+	l.unlimit(t)
+	limitedTL := sub.wait(t, total+20*time.Second)
+	clean, rep := wait()
+	t.Logf("limited subscriber (limit lifted at %.1fs):\n%s", lifted.Sub(start).Seconds(), summary(limitedTL))
+	if rep != nil {
+		var out bytes.Buffer
+		_ = rep.WriteText(&out)
+		t.Logf("clean run:\n%s", out.String())
+	}
+
+	// (a) Down to q within 5 s of the first media, and it stays there.
+	var firstMedia, onLow time.Time
+	for _, e := range between(limitedTL, start, lifted) {
+		at := time.UnixMilli(e.UnixMS)
+		if firstMedia.IsZero() && e.Packets > 0 {
+			firstMedia = at
+		}
+		if e.Layer == "q" && onLow.IsZero() {
+			onLow = at
+		} else if e.Layer != "q" {
+			onLow = time.Time{}
+		}
+	}
+	if firstMedia.IsZero() || onLow.IsZero() {
+		t.Fatalf("the limited subscriber never settled on q before the limit was lifted")
+	}
+	if d := onLow.Sub(firstMedia); d > 5*time.Second {
+		t.Errorf("the limited subscriber reached q %.1fs after its first media; want within 5 s", d.Seconds())
+	}
+	var pkts, lost uint64
+	for _, e := range between(limitedTL, onLow.Add(2*time.Second), lifted) {
+		pkts += e.Packets
+		lost += e.Lost
+	}
+	if pkts == 0 || float64(lost) > 0.03*float64(pkts+lost) {
+		t.Errorf("on q behind the limit: %d packets, %d lost; want under 3 %% loss", pkts, lost)
+	}
+	cleanWin := between(clean, onLow, lifted)
+	top := 0
+	for _, e := range cleanWin {
+		if e.Layer == "f" {
+			top++
+		}
+	}
+	if len(cleanWin) == 0 || top < len(cleanWin)*9/10 {
+		t.Errorf("the clean subscriber was on f for %d of %d seconds while the other was limited:\n%s", top, len(cleanWin), summary(cleanWin))
+	}
+
+	// (b) Back on f within 20 s of the lift.
+	var backOnTop time.Time
+	for _, e := range between(limitedTL, lifted, lifted.Add(time.Minute)) {
+		if e.Layer == "f" {
+			backOnTop = time.UnixMilli(e.UnixMS)
+			break
+		}
+	}
+	if backOnTop.IsZero() {
+		t.Fatalf("the subscriber did not climb back to f after the lift")
+	}
+	if d := backOnTop.Sub(lifted); d > 20*time.Second {
+		t.Errorf("back on f %.1fs after the lift; want within 20 s", d.Seconds())
+	} else {
+		t.Logf("back on f %.1fs after the lift", d.Seconds())
+	}
+}
+
+var _ = strconv.Itoa
+
+// TestREMBCapsPublisherWithoutSimulcast is (d): a publisher without
+// simulcast whose only subscriber is behind 400 kbit/s is told by REMB to
+// send no more than the subscriber takes.
+func TestREMBCapsPublisherWithoutSimulcast(t *testing.T) {
+	needNetns(t)
+	l := newNetLink(t)
+	l.limit(t, "400kbit")
+	base := startServerAt(t, l.hostIP, "--api-key", netnsKey, "--api-secret", netnsSecret, "--log-level", "debug")
+	const total = 14 * time.Second
+	var rep *Report
+	var runErr error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), total+30*time.Second)
+		defer cancel()
+		rep, runErr = Run(ctx, Config{
+			URL: base, Room: "netns", Publishers: 1, Video: ClipHigh, Duration: total,
+			APIKey: netnsKey, APISecret: netnsSecret, Seed: 5,
+		})
+	}()
+	time.Sleep(time.Second)
+	sub := l.startSubscriber(t, base, total-3*time.Second, "")
+	tl := sub.wait(t, total+20*time.Second)
+	wg.Wait()
+	if runErr != nil {
+		t.Fatal(runErr)
+	}
+	var out bytes.Buffer
+	_ = rep.WriteText(&out)
+	t.Logf("publisher:\n%s\nsubscriber:\n%s", out.String(), summary(tl))
+	if rep.REMBKbps.Min <= 0 || rep.REMBKbps.Min > 400 {
+		t.Errorf("REMB to the publisher: %+v kbit/s; want it capped at no more than the subscriber's 400 kbit/s", rep.REMBKbps)
+	}
+}
+
+// TestNACKRecoversRandomLoss is (c): a subscriber that loses 5 % of what
+// arrives keeps decodable video (NACK retransmissions leave under 1 %
+// missing) and scores lower than a clean subscriber in the same room.
+func TestNACKRecoversRandomLoss(t *testing.T) {
+	needNetns(t, "nft")
+	l := newNetLink(t)
+	l.drop(t, 50)
+	const total = 16 * time.Second
+	base, wait := startNetnsRoomWith(t, l, total, Config{Video: ClipMedium})
+	time.Sleep(time.Second)
+	sub := l.startSubscriber(t, base, total-3*time.Second, "")
+	lossy := sub.wait(t, total+20*time.Second)
+	clean, rep := wait()
+	var out bytes.Buffer
+	_ = rep.WriteText(&out)
+	t.Logf("lossy subscriber:\n%s\nclean run:\n%s\nclean timeline:\n%s", summary(lossy), out.String(), summary(clean))
+
+	var pkts, lost uint64
+	keyframes := false
+	for _, e := range lossy[min(3, len(lossy)):] {
+		pkts += e.Packets
+		lost += e.Lost
+		keyframes = keyframes || e.Layer != ""
+	}
+	if pkts < 200 || !keyframes {
+		t.Fatalf("the lossy subscriber got %d packets (keyframes seen: %v); want a stream", pkts, keyframes)
+	}
+	if float64(lost) > 0.01*float64(pkts+lost) {
+		t.Errorf("residual loss %d of %d after NACK recovery; want under 1 %%", lost, pkts+lost)
+	}
+	if n := len(lossy); n == 0 || lossy[n-1].NACKs == 0 {
+		t.Errorf("no NACKs counted by the server")
+	}
+	avg := func(es []TimelineEntry) float64 {
+		var s float64
+		n := 0
+		for _, e := range es[len(es)/2:] {
+			if e.Score > 0 {
+				s += e.Score
+				n++
+			}
+		}
+		if n == 0 {
+			return 0
+		}
+		return s / float64(n)
+	}
+	ls, cs := avg(lossy), avg(clean)
+	if ls == 0 || cs == 0 || ls >= cs {
+		t.Errorf("quality score: lossy %.2f, clean %.2f; want the lossy one lower", ls, cs)
+	}
+}

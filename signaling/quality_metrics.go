@@ -1,0 +1,68 @@
+package signaling
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/huddle-rtc/huddle/rooms"
+)
+
+// qualityCollector exports each participant's latest connection quality
+// and downlink statistics (from the rooms' 2-second measurements).
+type qualityCollector struct{ reg *rooms.Registry }
+
+var (
+	qualityLabels  = []string{"room", "participant", "identity"}
+	descScore      = prometheus.NewDesc("huddle_participant_quality_score", "Connection quality, a MOS-like score from 1 to 5, by kind (all, audio, video).", append(qualityLabels, "kind"), nil)
+	descEstimate   = prometheus.NewDesc("huddle_participant_estimate_bps", "Bandwidth estimate towards the participant (GCC from TWCC feedback), bits per second.", qualityLabels, nil)
+	descNACKs      = prometheus.NewDesc("huddle_participant_nacks_total", "Packets the participant asked to be resent.", qualityLabels, nil)
+	descPLIs       = prometheus.NewDesc("huddle_participant_plis_total", "Keyframes the participant asked for (PLI and FIR).", qualityLabels, nil)
+	descLoss       = prometheus.NewDesc("huddle_participant_loss_ratio", "Worst fraction lost in the participant's latest receiver reports.", qualityLabels, nil)
+	descRTT        = prometheus.NewDesc("huddle_participant_rtt_seconds", "Worst round-trip time from the participant's receiver reports.", qualityLabels, nil)
+	descJitter     = prometheus.NewDesc("huddle_participant_jitter_seconds", "Worst interarrival jitter in the participant's receiver reports.", qualityLabels, nil)
+	descLayer      = prometheus.NewDesc("huddle_participant_layer", "Simulcast layer received per video track: 0 q, 1 h, 2 f, -1 none.", append(qualityLabels, "track"), nil)
+	layerIndex     = map[string]float64{"q": 0, "h": 1, "f": 2}
+	qualityMetrics = []*prometheus.Desc{descScore, descEstimate, descNACKs, descPLIs, descLoss, descRTT, descJitter, descLayer}
+)
+
+func (c qualityCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range qualityMetrics {
+		ch <- d
+	}
+}
+
+func (c qualityCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, rq := range c.reg.Quality() {
+		for sid, q := range rq.Participants {
+			l := []string{rq.Room, sid, q.Identity}
+			ch <- prometheus.MustNewConstMetric(descScore, prometheus.GaugeValue, q.Score, append(l, "all")...)
+			if q.Audio != nil {
+				ch <- prometheus.MustNewConstMetric(descScore, prometheus.GaugeValue, q.Audio.Score, append(l, "audio")...)
+			}
+			if q.Video != nil {
+				ch <- prometheus.MustNewConstMetric(descScore, prometheus.GaugeValue, q.Video.Score, append(l, "video")...)
+			}
+			st := q.Stats
+			if st == nil {
+				continue
+			}
+			ch <- prometheus.MustNewConstMetric(descEstimate, prometheus.GaugeValue, float64(st.EstimateKbps)*1000, l...)
+			ch <- prometheus.MustNewConstMetric(descNACKs, prometheus.CounterValue, float64(st.NACKs), l...)
+			ch <- prometheus.MustNewConstMetric(descPLIs, prometheus.CounterValue, float64(st.PLIs), l...)
+			ch <- prometheus.MustNewConstMetric(descLoss, prometheus.GaugeValue, st.LossPct/100, l...)
+			ch <- prometheus.MustNewConstMetric(descRTT, prometheus.GaugeValue, st.RTTMs/1000, l...)
+			ch <- prometheus.MustNewConstMetric(descJitter, prometheus.GaugeValue, st.JitterMs/1000, l...)
+			for track, layer := range st.Layers {
+				v := -1.0
+				switch layer {
+				case "q":
+					v = 0
+				case "h":
+					v = 1
+				case "f":
+					v = 2
+				}
+				ch <- prometheus.MustNewConstMetric(descLayer, prometheus.GaugeValue, v, append(l, track)...)
+			}
+		}
+	}
+}
