@@ -110,7 +110,7 @@ func TestRunAgainstServer(t *testing.T) {
 
 // startServer runs the server on free loopback ports until the test ends
 // and returns its base URL.
-func startServer(t *testing.T) string {
+func startServer(t testing.TB) string {
 	t.Helper()
 	bin := os.Getenv("HUDDLE_BIN")
 	if bin == "" {
@@ -169,7 +169,7 @@ func startServer(t *testing.T) string {
 
 // freePort returns a loopback port free now; a UDP one is also free for
 // TCP (the server does ICE-TCP on the same number).
-func freePort(t *testing.T, udp bool) int {
+func freePort(t testing.TB, udp bool) int {
 	t.Helper()
 	for range 20 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
