@@ -273,6 +273,11 @@ func runBot(ctx context.Context, e *env, spec botSpec) *botResult {
 		res.sub = newSubscriberStats()
 	case roleEditor:
 		res.editor = &editorStats{acks: &histogram{}}
+		defer func() {
+			if !res.editor.arrived {
+				e.barrier(spec.room).arrive(0)
+			}
+		}()
 	}
 	err := func() error {
 		grants := []string{protocol.GrantSubscribe, protocol.GrantData}

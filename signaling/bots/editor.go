@@ -27,6 +27,7 @@ type editorStats struct {
 	server  string     // the server's text, from a fresh snapshot
 	sVer    uint64
 	checked bool // final and server were both read
+	arrived bool // at the room's barrier (runBot arrives for an editor that did not)
 }
 
 // editBarrier lets the editors of a room finish together: each one stops
@@ -48,8 +49,8 @@ func newEditBarrier(n int) *editBarrier {
 	return b
 }
 
-// arrive counts one editor (ok false: one that failed, with no version);
-// each editor arrives exactly once.
+// arrive counts one editor, with the version of its last ack (0 for one
+// that failed); each editor arrives exactly once.
 func (b *editBarrier) arrive(version uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -196,17 +197,10 @@ func (ed *editor) receive(m *docMsg) error {
 // times a second, then finishes with the others and compares texts.
 func runEditor(ctx context.Context, e *env, spec botSpec, token string, res *botResult) (err error) {
 	st := res.editor
-	arrived := false
-	defer func() {
-		if !arrived {
-			e.barrier(spec.room).arrive(0)
-		}
-	}()
 	msgs := make(chan *docMsg, 4096)
 	docOpen := make(chan *webrtc.DataChannel, 1)
 	curOpen := make(chan *webrtc.DataChannel, 1)
-	quit := make(chan struct{})
-	defer close(quit)
+	quit := make(chan struct{}) // closed on return: unblocks OnMessage
 	dialStart := time.Now()
 	jctx, cancel := context.WithTimeout(ctx, e.cfg.JoinTimeout)
 	c, err := client.Dial(jctx, e.cfg.URL, token, client.Options{
@@ -233,9 +227,11 @@ func runEditor(ctx context.Context, e *env, spec botSpec, token string, res *bot
 	})
 	if err != nil {
 		cancel()
+		close(quit)
 		return err
 	}
 	defer c.Close()
+	defer close(quit) // before Close, which may wait for OnMessage
 	var dc, cur *webrtc.DataChannel
 	select {
 	case dc = <-docOpen:
@@ -328,7 +324,7 @@ editing:
 			return err
 		}
 	}
-	arrived = true
+	st.arrived = true
 	e.barrier(spec.room).arrive(ed.version)
 	top, err := e.barrier(spec.room).wait(fctx)
 	if err != nil {
