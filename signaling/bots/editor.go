@@ -88,7 +88,7 @@ type docMsg struct {
 // PROTOCOL.md (synchronized, awaiting an ack, awaiting an ack with a
 // buffer of later edits), owned by one goroutine.
 type editor struct {
-	dc          *webrtc.DataChannel
+	send        func(string) error // to the doc channel
 	text        *doc.Text
 	version     uint64
 	seq         uint64
@@ -110,7 +110,7 @@ func (ed *editor) flush() error {
 		return err
 	}
 	ed.sentAt = time.Now()
-	return ed.dc.SendText(string(b))
+	return ed.send(string(b))
 }
 
 // edit applies a random local edit and submits or buffers it.
@@ -273,7 +273,7 @@ func runEditor(ctx context.Context, e *env, spec botSpec, token string, res *bot
 	res.joined = true
 	res.joinTime = time.Since(dialStart)
 	e.progress.joined.Add(1)
-	ed := &editor{dc: dc, text: doc.NewText(sn.Text), version: sn.Version, stats: st}
+	ed := &editor{send: dc.SendText, text: doc.NewText(sn.Text), version: sn.Version, stats: st}
 
 	// Edit until ctx ends.
 	period := time.Duration(float64(time.Second) / e.cfg.EditRate)
