@@ -379,6 +379,14 @@ func (p *Participant) docMessage(data []byte) {
 	}
 }
 
+// Cursor relays to a receiver are skipped while it has more than
+// cursorBacklog bytes of cursors, or docBacklog bytes of document
+// messages, not yet acknowledged.
+const (
+	cursorBacklog = 1024
+	docBacklog    = 4096
+)
+
 // cursorIn is what a client sends on the cursor channel.
 type cursorIn struct {
 	Version uint64 `json:"version"`
@@ -429,6 +437,13 @@ func (p *Participant) cursorMessage(data []byte) {
 	}
 	rm.mu.Unlock()
 	for _, o := range targets {
+		// Unordered messages go out before ordered ones on the same SCTP
+		// association, so a cursor backlog would delay document operations:
+		// a receiver with cursors or operations in flight skips this one
+		// (a later cursor replaces it anyway).
+		if o.peer.DataBuffered(protocol.ChannelCursor) > cursorBacklog || o.peer.DataBuffered(protocol.ChannelDoc) > docBacklog {
+			continue
+		}
 		_ = o.peer.SendDataText(protocol.ChannelCursor, string(b))
 	}
 }

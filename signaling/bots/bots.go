@@ -188,6 +188,7 @@ type env struct {
 	audio    *clip
 	progress *progress
 	barriers map[string]*editBarrier // per room; read-only once the run starts
+	ready    map[string]*editBarrier // per room: editors joined, they start together
 }
 
 // barrier returns the editors' barrier of room.
@@ -225,8 +226,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	e.barriers = make(map[string]*editBarrier, len(editorsIn))
+	e.ready = make(map[string]*editBarrier, len(editorsIn))
 	for room, n := range editorsIn {
 		e.barriers[room] = newEditBarrier(n)
+		e.ready[room] = newEditBarrier(n)
 	}
 	start := time.Now()
 	runCtx, cancel := context.WithDeadline(ctx, start.Add(cfg.Duration))
@@ -249,6 +252,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			results[i] = &botResult{spec: spec, err: errors.New("not started: the run ended first")}
 			e.progress.failed.Add(1)
 			if spec.role == roleEditor {
+				e.ready[spec.room].arrive(0)
 				e.barrier(spec.room).arrive(0)
 			}
 			continue
@@ -274,6 +278,9 @@ func runBot(ctx context.Context, e *env, spec botSpec) *botResult {
 	case roleEditor:
 		res.editor = &editorStats{acks: &histogram{}}
 		defer func() {
+			if !res.editor.joined {
+				e.ready[spec.room].arrive(0)
+			}
 			if !res.editor.arrived {
 				e.barrier(spec.room).arrive(0)
 			}

@@ -27,7 +27,8 @@ type editorStats struct {
 	server  string     // the server's text, from a fresh snapshot
 	sVer    uint64
 	checked bool // final and server were both read
-	arrived bool // at the room's barrier (runBot arrives for an editor that did not)
+	joined  bool // arrived at the room's start barrier
+	arrived bool // at the room's end barrier (runBot arrives for an editor that did not)
 }
 
 // editBarrier lets the editors of a room finish together: each one stops
@@ -275,13 +276,32 @@ func runEditor(ctx context.Context, e *env, spec botSpec, token string, res *bot
 	e.progress.joined.Add(1)
 	ed := &editor{send: dc.SendText, text: doc.NewText(sn.Text), version: sn.Version, stats: st}
 
-	// Edit until ctx ends.
+	// Start editing together once every editor of the room has joined (or
+	// failed), so that the figures are of editing, not of a join storm.
+	st.joined = true
+	e.ready[spec.room].arrive(0)
+	wctx, wcancel := context.WithTimeout(ctx, e.cfg.JoinTimeout+e.cfg.Stagger*time.Duration(e.cfg.Editors))
+	_, _ = e.ready[spec.room].wait(wctx)
+	wcancel()
+	for len(msgs) > 0 { // what others sent meanwhile
+		if err := ed.receive(<-msgs); err != nil {
+			return err
+		}
+	}
+
+	// Edit until ctx ends, each editor at its own phase of the period.
 	period := time.Duration(float64(time.Second) / e.cfg.EditRate)
+	rng := spec.rng
+	phase := time.NewTimer(time.Duration(rng.Int64N(int64(period) + 1)))
+	select {
+	case <-phase.C:
+	case <-ctx.Done():
+	}
+	phase.Stop()
 	editTick := time.NewTicker(period)
 	defer editTick.Stop()
 	curTick := time.NewTicker(100 * time.Millisecond)
 	defer curTick.Stop()
-	rng := spec.rng
 editing:
 	for {
 		select {
