@@ -380,12 +380,8 @@ func (p *Participant) docMessage(data []byte) {
 }
 
 // Cursor relays to a receiver are skipped while it has more than
-// cursorBacklog bytes of cursors, or docBacklog bytes of document
-// messages, not yet acknowledged.
-const (
-	cursorBacklog = 1024
-	docBacklog    = 4096
-)
+// cursorBacklog bytes of cursors not yet acknowledged.
+const cursorBacklog = 1024
 
 // cursorIn is what a client sends on the cursor channel.
 type cursorIn struct {
@@ -439,9 +435,9 @@ func (p *Participant) cursorMessage(data []byte) {
 	for _, o := range targets {
 		// Unordered messages go out before ordered ones on the same SCTP
 		// association, so a cursor backlog would delay document operations:
-		// a receiver with cursors or operations in flight skips this one
-		// (a later cursor replaces it anyway).
-		if o.peer.DataBuffered(protocol.ChannelCursor) > cursorBacklog || o.peer.DataBuffered(protocol.ChannelDoc) > docBacklog {
+		// a receiver with cursors in flight skips this one (a later cursor
+		// replaces it).
+		if o.peer.DataBuffered(protocol.ChannelCursor) > cursorBacklog {
 			continue
 		}
 		_ = o.peer.SendDataText(protocol.ChannelCursor, string(b))
