@@ -379,6 +379,10 @@ func (p *Participant) docMessage(data []byte) {
 	}
 }
 
+// Cursor relays to a receiver are skipped while it has more than
+// cursorBacklog bytes of cursors not yet acknowledged.
+const cursorBacklog = 1024
+
 // cursorIn is what a client sends on the cursor channel.
 type cursorIn struct {
 	Version uint64 `json:"version"`
@@ -429,6 +433,13 @@ func (p *Participant) cursorMessage(data []byte) {
 	}
 	rm.mu.Unlock()
 	for _, o := range targets {
+		// Unordered messages go out before ordered ones on the same SCTP
+		// association, so a cursor backlog would delay document operations:
+		// a receiver with cursors in flight skips this one (a later cursor
+		// replaces it).
+		if o.peer.DataBuffered(protocol.ChannelCursor) > cursorBacklog {
+			continue
+		}
 		_ = o.peer.SendDataText(protocol.ChannelCursor, string(b))
 	}
 }

@@ -592,6 +592,16 @@ func (p *Peer) SendDataText(label string, msg string) error {
 	return dc.SendText(msg)
 }
 
+// DataBuffered returns how many bytes sent on the data channel label are
+// not yet acknowledged by the receiver (0 for an unknown label).
+func (p *Peer) DataBuffered(label string) uint64 {
+	ch := p.channels[label]
+	if ch == nil {
+		return 0
+	}
+	return ch.dc.BufferedAmount()
+}
+
 // dataChannel is a server-created channel and the moment it opened.
 type dataChannel struct {
 	dc     *webrtc.DataChannel

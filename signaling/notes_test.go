@@ -156,6 +156,22 @@ func TestDocCommentsAndSuggestions(t *testing.T) {
 	if m := ed.nextOp(); str(t, m["action"]) != "reject" {
 		t.Fatalf("reject: %v", m)
 	}
+	// With grant suggest alone, one may withdraw one's own suggestion only.
+	ed.drain(sue.version + 1)
+	ed.send(map[string]any{"type": "suggest", "base": ed.version, "op": []any{20, "?"}})
+	s3 := noteField(t, ed.nextOp()).Suggestion
+	sue.drain(s3)
+	sue.send(map[string]any{"type": "reject", "suggestion": s3})
+	if m := sue.next(); typ(m) != "doc_error" || str(t, m["code"]) != protocol.CodePermissionDenied || str(t, m["request"]) != "reject" {
+		t.Fatalf("rejecting another's suggestion without edit: %v", m)
+	}
+	sue.send(map[string]any{"type": "suggest", "base": sue.version, "op": []any{20, "."}})
+	s4 := noteField(t, sue.nextOp()).Suggestion
+	sue.send(map[string]any{"type": "reject", "suggestion": s4})
+	if m := sue.nextOp(); str(t, m["action"]) != "reject" || noteField(t, m).Suggestion != s4 {
+		t.Fatalf("withdrawing one's own: %v", m)
+	}
+	ed.drain(sue.version)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	d, err := doc.Open(ctx, store, "notes", doc.Options{})
@@ -163,7 +179,7 @@ func TestDocCommentsAndSuggestions(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts, ss := d.Threads()
-	if len(ts) != 1 || !ts[0].Orphaned || ts[0].Quote != "brave" || len(ss) != 0 {
+	if len(ts) != 1 || !ts[0].Orphaned || ts[0].Quote != "brave" || len(ss) != 1 || ss[0].ID != s3 {
 		t.Fatalf("reopened: threads %+v, suggestions %+v", ts, ss)
 	}
 	sn = snapshotOf(t, late)

@@ -21,8 +21,11 @@ func newBotsCmd() *cobra.Command {
 		Short: "Join rooms with publisher and subscriber bots and measure what they get",
 		Long: `Publisher bots loop sample video (VP8) and audio (Opus) into rooms; subscriber
 bots receive everything and measure time to join, time to first media, loss,
-bitrate, jitter and forwarding latency. The exit status is non-zero when a bot
-failed to join or a subscriber received nothing.`,
+bitrate, jitter and forwarding latency. Editor bots (--editors) type into the
+room's document at --edit-rate operations per second each, measure the ack
+latency and check at the end that every editor's text is the server's. The
+exit status is non-zero when a bot failed to join, a subscriber received
+nothing or the editors did not converge.`,
 		Args:         cobra.NoArgs,
 		SilenceUsage: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -3,6 +3,7 @@ package doc
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -389,4 +390,50 @@ func sameJSON(t *testing.T, a, b any) bool {
 		t.Fatal(err)
 	}
 	return string(ja) == string(jb)
+}
+
+// BenchmarkSubmitWithNotes measures what comment threads and open
+// suggestions add to each operation (every one moves every anchor and
+// transforms every suggestion), with a memory store.
+func BenchmarkSubmitWithNotes(b *testing.B) {
+	for _, c := range []struct{ threads, suggestions int }{{0, 0}, {100, 10}, {1000, 100}} {
+		b.Run(fmt.Sprintf("threads=%d,suggestions=%d", c.threads, c.suggestions), func(b *testing.B) {
+			ctx := context.Background()
+			d, err := Open(ctx, NewMemStore(), "b", Options{MaxBehind: 1000})
+			if err != nil {
+				b.Fatal(err)
+			}
+			rng := rand.New(rand.NewPCG(1, 1))
+			if _, err := d.Submit(ctx, "a", 1, 0, ins(0, 0, strings.Repeat("abcdefghij", 200))); err != nil {
+				b.Fatal(err)
+			}
+			for i := range c.threads {
+				f := rng.IntN(1990)
+				if _, err := d.Comment(ctx, "c", "C", d.Version(), f, f+1+rng.IntN(9), fmt.Sprint(i)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for range c.suggestions {
+				if _, err := d.Suggest(ctx, "s", "S", d.Version(), ins(2000, rng.IntN(2001), "s")); err != nil {
+					b.Fatal(err)
+				}
+			}
+			size := 2000
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				var op Op
+				if i%2 == 0 {
+					op = ins(size, rng.IntN(size+1), "x")
+					size++
+				} else {
+					op = del(size, rng.IntN(size), 1)
+					size--
+				}
+				if _, err := d.Submit(ctx, "a", uint64(i+2), d.Version(), op); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -221,6 +221,7 @@ type env struct {
 	timeline *timeline
 	progress *progress
 	barriers map[string]*editBarrier // per room; read-only once the run starts
+	ready    map[string]*editBarrier // per room: editors joined, they start together
 }
 
 // barrier returns the editors' barrier of room.
@@ -268,8 +269,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	e.barriers = make(map[string]*editBarrier, len(editorsIn))
+	e.ready = make(map[string]*editBarrier, len(editorsIn))
 	for room, n := range editorsIn {
 		e.barriers[room] = newEditBarrier(n)
+		e.ready[room] = newEditBarrier(n)
 	}
 	start := time.Now()
 	if e.timeline != nil {
@@ -295,6 +298,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			results[i] = &botResult{spec: spec, err: errors.New("not started: the run ended first")}
 			e.progress.failed.Add(1)
 			if spec.role == roleEditor {
+				e.ready[spec.room].arrive(0)
 				e.barrier(spec.room).arrive(0)
 			}
 			continue
@@ -319,6 +323,14 @@ func runBot(ctx context.Context, e *env, spec botSpec) *botResult {
 		res.sub = newSubscriberStats()
 	case roleEditor:
 		res.editor = &editorStats{acks: &histogram{}}
+		defer func() {
+			if !res.editor.joined {
+				e.ready[spec.room].arrive(0)
+			}
+			if !res.editor.arrived {
+				e.barrier(spec.room).arrive(0)
+			}
+		}()
 	}
 	err := func() error {
 		grants := []string{protocol.GrantSubscribe, protocol.GrantData}

@@ -27,6 +27,8 @@ type editorStats struct {
 	server  string     // the server's text, from a fresh snapshot
 	sVer    uint64
 	checked bool // final and server were both read
+	joined  bool // arrived at the room's start barrier
+	arrived bool // at the room's end barrier (runBot arrives for an editor that did not)
 }
 
 // editBarrier lets the editors of a room finish together: each one stops
@@ -48,8 +50,8 @@ func newEditBarrier(n int) *editBarrier {
 	return b
 }
 
-// arrive counts one editor (ok false: one that failed, with no version);
-// each editor arrives exactly once.
+// arrive counts one editor, with the version of its last ack (0 for one
+// that failed); each editor arrives exactly once.
 func (b *editBarrier) arrive(version uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -87,7 +89,7 @@ type docMsg struct {
 // PROTOCOL.md (synchronized, awaiting an ack, awaiting an ack with a
 // buffer of later edits), owned by one goroutine.
 type editor struct {
-	dc          *webrtc.DataChannel
+	send        func(string) error // to the doc channel
 	text        *doc.Text
 	version     uint64
 	seq         uint64
@@ -109,7 +111,7 @@ func (ed *editor) flush() error {
 		return err
 	}
 	ed.sentAt = time.Now()
-	return ed.dc.SendText(string(b))
+	return ed.send(string(b))
 }
 
 // edit applies a random local edit and submits or buffers it.
@@ -196,17 +198,10 @@ func (ed *editor) receive(m *docMsg) error {
 // times a second, then finishes with the others and compares texts.
 func runEditor(ctx context.Context, e *env, spec botSpec, token string, res *botResult) (err error) {
 	st := res.editor
-	arrived := false
-	defer func() {
-		if !arrived {
-			e.barrier(spec.room).arrive(0)
-		}
-	}()
 	msgs := make(chan *docMsg, 4096)
 	docOpen := make(chan *webrtc.DataChannel, 1)
 	curOpen := make(chan *webrtc.DataChannel, 1)
-	quit := make(chan struct{})
-	defer close(quit)
+	quit := make(chan struct{}) // closed on return: unblocks OnMessage
 	dialStart := time.Now()
 	jctx, cancel := context.WithTimeout(ctx, e.cfg.JoinTimeout)
 	c, err := client.Dial(jctx, spec.urls[0], token, client.Options{
@@ -233,9 +228,11 @@ func runEditor(ctx context.Context, e *env, spec botSpec, token string, res *bot
 	})
 	if err != nil {
 		cancel()
+		close(quit)
 		return err
 	}
 	defer c.Close()
+	defer close(quit) // before Close, which may wait for OnMessage
 	var dc, cur *webrtc.DataChannel
 	select {
 	case dc = <-docOpen:
@@ -277,15 +274,34 @@ func runEditor(ctx context.Context, e *env, spec botSpec, token string, res *bot
 	res.joined = true
 	res.joinTime = time.Since(dialStart)
 	e.progress.joined.Add(1)
-	ed := &editor{dc: dc, text: doc.NewText(sn.Text), version: sn.Version, stats: st}
+	ed := &editor{send: dc.SendText, text: doc.NewText(sn.Text), version: sn.Version, stats: st}
 
-	// Edit until ctx ends.
+	// Start editing together once every editor of the room has joined (or
+	// failed), so that the figures are of editing, not of a join storm.
+	st.joined = true
+	e.ready[spec.room].arrive(0)
+	wctx, wcancel := context.WithTimeout(ctx, e.cfg.JoinTimeout+e.cfg.Stagger*time.Duration(e.cfg.Editors))
+	_, _ = e.ready[spec.room].wait(wctx)
+	wcancel()
+	for len(msgs) > 0 { // what others sent meanwhile
+		if err := ed.receive(<-msgs); err != nil {
+			return err
+		}
+	}
+
+	// Edit until ctx ends, each editor at its own phase of the period.
 	period := time.Duration(float64(time.Second) / e.cfg.EditRate)
+	rng := spec.rng
+	phase := time.NewTimer(time.Duration(rng.Int64N(int64(period) + 1)))
+	select {
+	case <-phase.C:
+	case <-ctx.Done():
+	}
+	phase.Stop()
 	editTick := time.NewTicker(period)
 	defer editTick.Stop()
 	curTick := time.NewTicker(100 * time.Millisecond)
 	defer curTick.Stop()
-	rng := spec.rng
 editing:
 	for {
 		select {
@@ -328,7 +344,7 @@ editing:
 			return err
 		}
 	}
-	arrived = true
+	st.arrived = true
 	e.barrier(spec.room).arrive(ed.version)
 	top, err := e.barrier(spec.room).wait(fctx)
 	if err != nil {
