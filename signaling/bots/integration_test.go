@@ -177,7 +177,7 @@ func startServer(t testing.TB) string {
 
 // startServerAt runs the server listening on host with the extra
 // arguments given, until the test ends, and returns its base URL.
-func startServerAt(t *testing.T, host string, args ...string) string {
+func startServerAt(t testing.TB, host string, args ...string) string {
 	t.Helper()
 	bin := os.Getenv("HUDDLE_BIN")
 	if bin == "" {
