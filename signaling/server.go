@@ -57,6 +57,9 @@ type Config struct {
 	// Placement, in cluster mode, decides which node serves a room; nil
 	// serves every room here.
 	Placement Placement
+	// Collectors are more metrics for /metrics (the TURN server's, the
+	// cluster's).
+	Collectors []prometheus.Collector
 }
 
 // Placement decides where a room is served (implemented by
@@ -105,6 +108,7 @@ func New(cfg Config) *Server {
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 	})
 	s.metrics.MustRegister(s.joinLat, registryCollector{cfg.Registry})
+	s.metrics.MustRegister(cfg.Collectors...)
 	return s
 }
 

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
@@ -202,8 +203,10 @@ func serve(ctx context.Context, f serveFlags) error {
 		}
 	}()
 	roomsCfg := rooms.Config{Engine: engine, Logger: log, MaxDataMessage: f.maxData, Version: version, Docs: docs}
+	var collectors []prometheus.Collector
 	if turnSrv != nil {
 		roomsCfg.ICEServersFor = iceServersFor(turnSrv)
+		collectors = append(collectors, turnCollector{turnSrv})
 	}
 	// Cluster mode: documents in Redis, fenced by the rooms' leases.
 	var cl *cluster.Cluster
@@ -225,18 +228,20 @@ func serve(ctx context.Context, f serveFlags) error {
 				log.Warn("leave the cluster", "err", err)
 			}
 		}()
-		return serveHTTP(ctx, f, log, reg, verifier, engine, cl)
+		return serveHTTP(ctx, f, log, reg, verifier, engine, cl, append(collectors, clusterCollector{cl}))
 	}
 	reg := rooms.NewRegistry(roomsCfg)
-	return serveHTTP(ctx, f, log, reg, verifier, engine, nil)
+	return serveHTTP(ctx, f, log, reg, verifier, engine, nil, collectors)
 }
 
 // serveHTTP runs the signaling server until ctx ends; in cluster mode
 // (cl not nil) it first drains the rooms to other nodes.
-func serveHTTP(ctx context.Context, f serveFlags, log *slog.Logger, reg *rooms.Registry, verifier *auth.Verifier, engine *sfu.Engine, cl *cluster.Cluster) error {
+func serveHTTP(ctx context.Context, f serveFlags, log *slog.Logger, reg *rooms.Registry, verifier *auth.Verifier, engine *sfu.Engine,
+	cl *cluster.Cluster, collectors []prometheus.Collector) error {
 	sigCfg := signaling.Config{
 		Registry: reg, Verifier: verifier, Logger: log,
 		Dev: f.dev, DevKey: f.apiKey, DevSecret: f.apiSecret, Web: web.Handler(),
+		Collectors: collectors,
 	}
 	if cl != nil {
 		sigCfg.Placement = cl
