@@ -66,6 +66,9 @@ type Config struct {
 	// Placement, in cluster mode, decides which node serves a room; nil
 	// serves every room here.
 	Placement Placement
+	// Collectors are more metrics for /metrics (the TURN server's, the
+	// cluster's).
+	Collectors []prometheus.Collector
 }
 
 // Placement decides where a room is served (implemented by
@@ -126,6 +129,7 @@ func New(cfg Config) *Server {
 	}
 	s.startBackground()
 	s.metrics.MustRegister(qualityCollector{cfg.Registry})
+	s.metrics.MustRegister(cfg.Collectors...)
 	return s
 }
 

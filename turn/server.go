@@ -27,7 +27,7 @@ const (
 	relayAllocationsRetry = 10
 )
 
-// ErrPeerRefused is returned when the relay refuses to send to a peer
+// errPeerRefused is returned when the relay refuses to send to a peer
 // that the Policy does not allow.
 var errPeerRefused = errors.New("turn: peer address refused by policy")
 

@@ -688,3 +688,97 @@ func TestClusterStall(t *testing.T) {
 	}
 	t.Logf("stalled %s gave up the room; document %q", owner.id, got)
 }
+
+// TestClusterBotsFailover runs `huddle bots --reconnect` in one room over
+// three nodes and kills the room's node with SIGKILL: within 15 s both
+// bots are in the room on one live node and media is forwarded there.
+func TestClusterBotsFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three server processes")
+	}
+	addr := redistest.Start(t)
+	bin := buildHuddle(t)
+	var nodes []*clusterNode
+	var urls []string
+	for _, id := range []string{"n1", "n2", "n3"} {
+		n := startNode(t, bin, addr, id, 3*time.Second)
+		nodes = append(nodes, n)
+		urls = append(urls, n.url)
+	}
+	var out, errOut lockedBuffer
+	cmd := exec.Command(bin, "bots", "--url", strings.Join(urls, ","), "--room", "failover", "--publishers", "1", "--subscribers", "1",
+		"--duration", "30s", "--audio-only", "--reconnect", "--json")
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	hc := &http.Client{Timeout: time.Second}
+	// serving finds the node with both bots in the room and packets
+	// forwarded there between two looks.
+	serving := func(among []*clusterNode, limit time.Duration) *clusterNode {
+		deadline := time.Now().Add(limit)
+		for time.Now().Before(deadline) {
+			for _, n := range among {
+				if scrapeGauge(hc, n.url, "huddle_participants") != 2 {
+					continue
+				}
+				before := scrapeGauge(hc, n.url, "huddle_forwarded_packets_total")
+				time.Sleep(300 * time.Millisecond)
+				if after := scrapeGauge(hc, n.url, "huddle_forwarded_packets_total"); after > before && before >= 0 {
+					return n
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		return nil
+	}
+	owner := serving(nodes, 15*time.Second)
+	if owner == nil {
+		t.Fatalf("the bots are not in one room with media\n%s", errOut.String())
+	}
+	if err := owner.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	var live []*clusterNode
+	for _, n := range nodes {
+		if n != owner {
+			live = append(live, n)
+		}
+	}
+	back := serving(live, 15*time.Second)
+	if back == nil {
+		t.Fatalf("the bots are not back with media on a live node within 15 s of kill -9 of %s", owner.id)
+	}
+	t.Logf("bots back on %s with media %v after kill -9 of %s", back.id, time.Since(killed).Round(time.Millisecond), owner.id)
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case err := <-done:
+		done <- err // for the cleanup
+	case <-time.After(15 * time.Second):
+		t.Fatal("huddle bots did not stop")
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var rep struct {
+		Joined     int `json:"joined"`
+		Reconnects int `json:"reconnects"`
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &rep); err != nil {
+		t.Fatalf("bots output: %v\n%s", err, out.String())
+	}
+	if rep.Joined != 2 || rep.Reconnects < 2 {
+		t.Errorf("bots report: %+v; want both joined and reconnected", rep)
+	}
+	t.Logf("bots report: %d joined, %d reconnects", rep.Joined, rep.Reconnects)
+}

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
@@ -214,8 +215,10 @@ func serve(ctx context.Context, f serveFlags) error {
 		}
 	}()
 	roomsCfg := rooms.Config{Engine: engine, Logger: log, MaxDataMessage: f.maxData, Version: version, Docs: docs}
+	var collectors []prometheus.Collector
 	if turnSrv != nil {
 		roomsCfg.ICEServersFor = iceServersFor(turnSrv)
+		collectors = append(collectors, turnCollector{turnSrv})
 	}
 	tracker, stopPresence, err := startPresence(ctx, f, log)
 	if err != nil {
@@ -242,19 +245,20 @@ func serve(ctx context.Context, f serveFlags) error {
 				log.Warn("leave the cluster", "err", err)
 			}
 		}()
-		return serveHTTP(ctx, f, log, reg, verifier, engine, tracker, cl)
+		return serveHTTP(ctx, f, log, reg, verifier, engine, tracker, cl, append(collectors, clusterCollector{cl}))
 	}
 	reg := rooms.NewRegistry(roomsCfg)
-	return serveHTTP(ctx, f, log, reg, verifier, engine, tracker, nil)
+	return serveHTTP(ctx, f, log, reg, verifier, engine, tracker, nil, collectors)
 }
 
 // serveHTTP runs the signaling server until ctx ends; in cluster mode
 // (cl not nil) it first drains the rooms to other nodes.
-func serveHTTP(ctx context.Context, f serveFlags, log *slog.Logger, reg *rooms.Registry, verifier *auth.Verifier, engine *sfu.Engine, tracker *presence.Tracker, cl *cluster.Cluster) error {
+func serveHTTP(ctx context.Context, f serveFlags, log *slog.Logger, reg *rooms.Registry, verifier *auth.Verifier, engine *sfu.Engine,
+	tracker *presence.Tracker, cl *cluster.Cluster, collectors []prometheus.Collector) error {
 	sigCfg := signaling.Config{
 		Registry: reg, Verifier: verifier, Logger: log,
 		Dev: f.dev, DevKey: f.apiKey, DevSecret: f.apiSecret, Web: web.Handler(),
-		Presence: tracker,
+		Presence: tracker, Collectors: collectors,
 	}
 	if cl != nil {
 		sigCfg.Placement = cl

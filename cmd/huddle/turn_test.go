@@ -205,6 +205,14 @@ func TestRelayOnlyThroughEmbeddedTURN(t *testing.T) {
 		t.Fatalf("the subscriber got %d RTP packets through the relay; want 100", n)
 	}
 	t.Logf("the subscriber got %d RTP packets through the relay", got.Load())
+	// The server's side: both transports hold allocations and the relays
+	// carried the media.
+	hc := &http.Client{Timeout: time.Second}
+	allocs, relayed := scrapeGauge(hc, base, "huddle_turn_allocations"), scrapeGauge(hc, base, "huddle_turn_relayed_packets_total")
+	if allocs < 2 || relayed < 100 {
+		t.Errorf("/metrics: %d TURN allocations, %d relayed packets; want at least 2 and 100", allocs, relayed)
+	}
+	t.Logf("/metrics: %d TURN allocations, %d relayed packets", allocs, relayed)
 }
 
 // TestTurnFlags covers the choice of the public address and the parsing

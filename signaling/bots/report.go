@@ -48,7 +48,8 @@ type Report struct {
 	// or joined and then failed (a publisher whose publish was refused).
 	Joined int `json:"joined"`
 	Failed int `json:"failed"`
-	// Reconnects counts the joins bots made again (--reconnect).
+	// Reconnects counts the bots' attempts to join again (--reconnect),
+	// failed ones included.
 	Reconnects int `json:"reconnects,omitempty"`
 	// NoMedia counts joined subscribers that received no RTP at all.
 	NoMedia int `json:"no_media"`
