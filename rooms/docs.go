@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"time"
 
 	"github.com/huddle-rtc/huddle/rooms/doc"
@@ -81,6 +82,10 @@ type docIn struct {
 	Version uint64          `json:"version,omitempty"`
 	From    uint64          `json:"from,omitempty"`
 	To      uint64          `json:"to,omitempty"`
+	// Comments and suggestions.
+	Text       string `json:"text,omitempty"`
+	Thread     uint64 `json:"thread,omitempty"`
+	Suggestion uint64 `json:"suggestion,omitempty"`
 }
 
 // DocSnapshot is the doc_snapshot message.
@@ -89,6 +94,9 @@ type DocSnapshot struct {
 	Epoch   string `json:"epoch"`
 	Version uint64 `json:"version"`
 	Text    string `json:"text"`
+	// Threads and open suggestions at Version.
+	Threads     []doc.Thread     `json:"threads"`
+	Suggestions []doc.Suggestion `json:"suggestions"`
 }
 
 // DocAck acknowledges the receiver's own committed request.
@@ -105,6 +113,41 @@ type DocOp struct {
 	Client  string     `json:"client"`
 	Action  doc.Action `json:"action"`
 	Op      doc.Op     `json:"op"`
+	Seq     uint64     `json:"seq,omitempty"`
+	Note    *DocNote   `json:"note,omitempty"`
+}
+
+// DocNote is what a comment or suggestion op adds (see PROTOCOL.md).
+type DocNote struct {
+	Thread     uint64 `json:"thread,omitempty"`
+	Suggestion uint64 `json:"suggestion,omitempty"`
+	From       *int   `json:"from,omitempty"`
+	To         *int   `json:"to,omitempty"`
+	Quote      string `json:"quote,omitempty"`
+	Text       string `json:"text,omitempty"`
+	Op         doc.Op `json:"op,omitempty"`
+	Name       string `json:"name"`
+	Time       int64  `json:"time"`
+}
+
+// noteOf returns the note of a comment, suggestion or accept entry.
+func noteOf(e *doc.Entry) *DocNote {
+	if e.Note == nil {
+		return nil
+	}
+	n := &DocNote{Name: e.Note.Name, Time: e.Time.UnixMilli(), Text: e.Note.Text}
+	switch e.Action {
+	case doc.ActionComment:
+		from, to := e.Note.From, e.Note.To
+		n.Thread, n.From, n.To, n.Quote = e.Version, &from, &to, e.Note.Quote
+	case doc.ActionReply, doc.ActionResolve, doc.ActionReopen:
+		n.Thread = e.Ref
+	case doc.ActionSuggest:
+		n.Suggestion, n.Op = e.Version, e.Note.Op
+	case doc.ActionReject, doc.ActionAccept:
+		n.Suggestion = e.Ref
+	}
+	return n
 }
 
 // DocError refuses a request.
@@ -113,6 +156,7 @@ type DocError struct {
 	Code     string       `json:"code"`
 	Message  string       `json:"message"`
 	Seq      uint64       `json:"seq,omitempty"`
+	Request  string       `json:"request,omitempty"` // the refused comment or suggestion request's type
 	LastSeq  uint64       `json:"last_seq,omitempty"`
 	Snapshot *DocSnapshot `json:"snapshot,omitempty"`
 }
@@ -157,7 +201,14 @@ func (p *Participant) docRefuse(seq uint64, err error) {
 }
 
 func snapshotMsg(s doc.Snapshot) *DocSnapshot {
-	return &DocSnapshot{Type: "doc_snapshot", Epoch: s.Epoch, Version: s.Version, Text: s.Text}
+	ts, ss := s.Threads, s.Suggestions
+	if ts == nil {
+		ts = []doc.Thread{}
+	}
+	if ss == nil {
+		ss = []doc.Suggestion{}
+	}
+	return &DocSnapshot{Type: "doc_snapshot", Epoch: s.Epoch, Version: s.Version, Text: s.Text, Threads: ts, Suggestions: ss}
 }
 
 // clientID is the participant's id in the document engine.
@@ -215,7 +266,7 @@ func (p *Participant) follow(sn doc.Snapshot, first any) {
 				if e.Client == me && e.Action == doc.ActionEdit {
 					msg = &DocAck{Type: "ack", Seq: e.Seq, Version: e.Version}
 				} else {
-					msg = &DocOp{Type: "op", Version: e.Version, Client: e.Client, Action: e.Action, Op: e.Op}
+					msg = &DocOp{Type: "op", Version: e.Version, Client: e.Client, Action: e.Action, Op: e.Op, Seq: e.Seq, Note: noteOf(&e)}
 				}
 				if err := p.docSend(msg); err != nil {
 					return err
@@ -290,6 +341,9 @@ func (p *Participant) docMessage(data []byte) {
 		_ = p.docSend(out)
 		return
 	case "submit", "undo", "redo", "restore":
+	case "comment", "reply", "resolve", "reopen", "suggest", "accept", "reject":
+		p.noteMessage(ctx, d, &in)
+		return
 	default:
 		_ = p.docSend(&DocError{Type: "doc_error", Code: protocol.CodeBadMessage, Message: fmt.Sprintf("unknown doc message type %q", in.Type)})
 		return
@@ -376,5 +430,61 @@ func (p *Participant) cursorMessage(data []byte) {
 	rm.mu.Unlock()
 	for _, o := range targets {
 		_ = o.peer.SendDataText(protocol.ChannelCursor, string(b))
+	}
+}
+
+// noteMessage handles a comment or suggestion request.
+func (p *Participant) noteMessage(ctx context.Context, d *doc.Document, in *docIn) {
+	edit, suggest := p.grants[protocol.GrantEdit], p.grants[protocol.GrantSuggest]
+	refuse := func(err error) {
+		code := string(doc.KindOf(err))
+		if code == "" {
+			code = protocol.CodeInternal
+		}
+		_ = p.docSend(&DocError{Type: "doc_error", Code: code, Message: err.Error(), Seq: in.Seq, Request: in.Type})
+	}
+	if !edit && (!suggest || in.Type == "accept") {
+		need := "edit or suggest"
+		if in.Type == "accept" {
+			need = "edit"
+		}
+		_ = p.docSend(&DocError{Type: "doc_error", Code: protocol.CodePermissionDenied, Message: "token has no " + need + " grant", Seq: in.Seq, Request: in.Type})
+		return
+	}
+	me, name := p.clientID(), p.publicInfo().Name
+	var err error
+	switch in.Type {
+	case "comment":
+		if in.From > math.MaxInt32 || in.To > math.MaxInt32 {
+			refuse(fmt.Errorf("range %d..%d: %w", in.From, in.To, doc.ErrOutOfRange))
+			return
+		}
+		_, err = d.Comment(ctx, me, name, in.Base, int(in.From), int(in.To), in.Text)
+	case "reply":
+		_, err = d.Reply(ctx, me, name, in.Thread, in.Text)
+	case "resolve", "reopen":
+		_, err = d.Resolve(ctx, me, name, in.Thread, in.Type == "resolve")
+	case "suggest":
+		op, perr := doc.ParseOp(in.Op)
+		if perr != nil {
+			refuse(perr)
+			return
+		}
+		_, err = d.Suggest(ctx, me, name, in.Base, op)
+	case "accept":
+		var res doc.Result
+		res, err = d.Accept(ctx, me, name, in.Seq, in.Suggestion)
+		if err == nil && res.Duplicate {
+			_ = p.docSend(&DocAck{Type: "ack", Seq: in.Seq, Version: res.Version})
+		}
+	case "reject":
+		onlyBy := ""
+		if !edit {
+			onlyBy = me
+		}
+		_, err = d.Reject(ctx, me, name, in.Suggestion, onlyBy)
+	}
+	if err != nil {
+		refuse(err)
 	}
 }

@@ -117,6 +117,9 @@ func (rm *Room) reportQuality(now time.Time, elapsed time.Duration, state map[*P
 		latest[p.info.SID] = withStats
 		if changed(pq.sentRoom, q) {
 			pq.sentRoom = q
+			// The event feed (dashboard, operators) gets the room's copy,
+			// without the participant's own stats.
+			rm.reg.PublishQuality(rm.name, p.info.SID, q)
 			msg := q
 			rm.mu.Lock()
 			for _, o := range rm.participants {
@@ -290,8 +293,9 @@ func (p *Participant) LayersWanted(track string, active [3]bool) {
 	p.sink.Send(msg)
 }
 
-// TrackStats is what the server measures of one published track.
-type TrackStats struct {
+// TrackQuality is what the server measures of one published track for
+// adaptation.
+type TrackQuality struct {
 	Room, SID, Participant, Kind string
 	// LayerBitrates is each layer's received bitrate, bits/s (a track
 	// without simulcast has only the first).
@@ -302,8 +306,8 @@ type TrackStats struct {
 	Subscribers      int
 }
 
-// Tracks returns the statistics of every published track.
-func (r *Registry) Tracks() []TrackStats {
+// TrackQualities returns the adaptation figures of every published track.
+func (r *Registry) TrackQualities() []TrackQuality {
 	r.mu.Lock()
 	rms := make([]*Room, 0, len(r.rooms))
 	for _, rm := range r.rooms {
@@ -311,11 +315,11 @@ func (r *Registry) Tracks() []TrackStats {
 	}
 	r.mu.Unlock()
 	now := time.Now()
-	var out []TrackStats
+	var out []TrackQuality
 	for _, rm := range rms {
 		rm.mu.Lock()
 		for sid, t := range rm.tracks {
-			out = append(out, TrackStats{
+			out = append(out, TrackQuality{
 				Room: rm.name, SID: sid, Participant: t.info.Participant, Kind: t.info.Kind,
 				LayerBitrates: t.up.LayerBitrates(now), REMB: t.up.REMB(),
 				KeyframeRequests: t.up.KeyframeRequests(), Subscribers: t.up.Subscribers(),

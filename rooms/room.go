@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/huddle-rtc/huddle/rooms/doc"
+	"github.com/huddle-rtc/huddle/rooms/events"
 	"github.com/huddle-rtc/huddle/sfu"
 	"github.com/huddle-rtc/huddle/signaling/protocol"
 	"github.com/pion/webrtc/v4"
@@ -41,6 +42,12 @@ type Config struct {
 	Version         string
 	// Docs keeps the rooms' documents; nil means an in-memory store.
 	Docs doc.Store
+	// Events receives room, participant and track events; nil means a
+	// new bus of events.DefaultCapacity.
+	Events *events.Bus
+	// ICEServersFor, when set, adds servers for one participant to
+	// ICEServers (the embedded TURN server's credential for its identity).
+	ICEServersFor func(identity string) []protocol.ICEServer
 }
 
 // Registry holds the rooms of this node.
@@ -50,6 +57,8 @@ type Registry struct {
 
 	mu    sync.Mutex
 	rooms map[string]*Room
+
+	quality latestQuality // per participant SID, for the admin API
 
 	retiredPackets atomic.Uint64
 	retiredBytes   atomic.Uint64
@@ -67,6 +76,9 @@ func NewRegistry(cfg Config) *Registry {
 	if cfg.Docs == nil {
 		cfg.Docs = doc.NewMemStore()
 	}
+	if cfg.Events == nil {
+		cfg.Events = events.New(0)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -83,6 +95,7 @@ type Room struct {
 	participants map[string]*Participant // by SID
 	tracks       map[string]*track       // by SID
 
+	created     time.Time
 	qualityQuit chan struct{} // closed when the room ends: stops its quality reports
 	qualityMu   sync.Mutex
 	latest      map[string]protocol.Quality // by participant SID
@@ -194,8 +207,9 @@ func (r *Registry) Join(req JoinRequest, sink Sink) (*Participant, *protocol.Joi
 	r.mu.Lock()
 	rm := r.rooms[req.Room]
 	if rm == nil {
-		rm = &Room{name: req.Room, reg: r, participants: map[string]*Participant{}, tracks: map[string]*track{}}
+		rm = &Room{name: req.Room, reg: r, participants: map[string]*Participant{}, tracks: map[string]*track{}, created: time.Now()}
 		r.rooms[req.Room] = rm
+		r.emit(events.RoomStarted, req.Room, roomEvent{Room: req.Room})
 		rm.startQuality()
 	}
 	rm.mu.Lock()
@@ -216,6 +230,9 @@ func (r *Registry) Join(req JoinRequest, sink Sink) (*Participant, *protocol.Joi
 		Server:         protocol.ServerInfo{Version: r.cfg.Version, Protocol: protocol.Version},
 		MaxDataMessage: r.cfg.MaxDataMessage,
 	}
+	if r.cfg.ICEServersFor != nil {
+		joined.ICEServers = append(slices.Clone(r.cfg.ICEServers), r.cfg.ICEServersFor(req.Identity)...)
+	}
 	if joined.ICEServers == nil {
 		joined.ICEServers = []protocol.ICEServer{}
 	}
@@ -227,6 +244,7 @@ func (r *Registry) Join(req JoinRequest, sink Sink) (*Participant, *protocol.Joi
 		joined.Tracks = append(joined.Tracks, t.info)
 	}
 	rm.participants[p.info.SID] = p
+	r.emit(events.ParticipantJoined, req.Room, p.publicInfo())
 	return p, joined, nil
 }
 
@@ -425,6 +443,7 @@ func (p *Participant) Mute(sid string, muted bool) error {
 	t.up.SetMuted(muted)
 	rm.broadcastLocked(&protocol.TrackMuted{Envelope: protocol.Envelope{Type: protocol.TypeTrackMuted}, Track: sid, Participant: p.info.SID, Muted: muted})
 	rm.mu.Unlock()
+	rm.reg.emit(events.TrackMuted, rm.name, t.info)
 	return nil
 }
 
@@ -462,6 +481,7 @@ func (p *Participant) Update(name, metadata *string) error {
 	rm.mu.Lock()
 	rm.broadcastLocked(&protocol.ParticipantEvent{Envelope: protocol.Envelope{Type: protocol.TypeParticipantUpdated}, Participant: info})
 	rm.mu.Unlock()
+	rm.reg.emit(events.ParticipantUpdated, rm.name, info)
 	return nil
 }
 
@@ -492,6 +512,8 @@ func (p *Participant) Leave(reason string) {
 	rm.broadcastLocked(&protocol.ParticipantLeft{Envelope: protocol.Envelope{Type: protocol.TypeParticipantLeft}, SID: p.info.SID, Identity: p.info.Identity, Reason: reason})
 	empty := len(rm.participants) == 0
 	rm.mu.Unlock()
+	rm.reg.quality.forget(p.info.SID)
+	rm.reg.emit(events.ParticipantLeft, rm.name, participantLeft{SID: p.info.SID, Identity: p.info.Identity, Reason: reason})
 	p.stopFollowing()
 	if err := p.peer.Close(); err != nil {
 		p.log.Debug("close transports", "err", err)
@@ -509,6 +531,7 @@ func (r *Registry) dropIfEmpty(rm *Room) {
 	drop := len(rm.participants) == 0 && r.rooms[rm.name] == rm
 	if drop {
 		delete(r.rooms, rm.name)
+		r.emit(events.RoomClosed, rm.name, roomEvent{Room: rm.name})
 	}
 	rm.mu.Unlock()
 	if drop {
@@ -551,6 +574,7 @@ func (rm *Room) removeTrack(sid string) {
 	}
 	rm.broadcastLocked(&protocol.TrackUnpublished{Envelope: protocol.Envelope{Type: protocol.TypeTrackUnpublished}, Track: sid, Participant: t.info.Participant})
 	rm.mu.Unlock()
+	rm.reg.emit(events.TrackUnpublished, rm.name, t.info)
 	for _, o := range subs {
 		o.peer.Unsubscribe(sid)
 	}
@@ -602,6 +626,7 @@ func (p *Participant) TrackPublished(up *sfu.UpTrack) {
 	rm.mu.Lock()
 	rm.tracks[info.SID] = t
 	rm.broadcastLocked(&protocol.TrackPublished{Envelope: protocol.Envelope{Type: protocol.TypeTrackPublished}, Track: t.info})
+	rm.reg.emit(events.TrackPublished, rm.name, t.info)
 	var subs []*Participant
 	for _, o := range rm.participants {
 		if o != p && o.autoSub && o.grants[protocol.GrantSubscribe] {

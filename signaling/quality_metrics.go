@@ -37,7 +37,7 @@ func (c qualityCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c qualityCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, t := range c.reg.Tracks() {
+	for _, t := range c.reg.TrackQualities() {
 		l := []string{t.Room, t.SID, t.Participant, t.Kind}
 		for i, name := range []string{"q", "h", "f"} {
 			if t.LayerBitrates[i] > 0 {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/huddle-rtc/huddle/presence"
 	"github.com/huddle-rtc/huddle/rooms"
 	"github.com/huddle-rtc/huddle/signaling/auth"
 	"github.com/huddle-rtc/huddle/signaling/protocol"
@@ -54,7 +55,29 @@ type Config struct {
 	DevSecret string
 	// Web serves the pages at "/" (optional).
 	Web http.Handler
+	// Presence tracks who is here; nil starts an in-process tracker that
+	// Shutdown stops.
+	Presence *presence.Tracker
+	// StatsEvery is the period of the stats events (default 2 s; negative
+	// turns them off). EventsHeartbeat is the period of the comment lines
+	// on /events (default 15 s).
+	StatsEvery      time.Duration
+	EventsHeartbeat time.Duration
+	// Placement, in cluster mode, decides which node serves a room; nil
+	// serves every room here.
+	Placement Placement
 }
+
+// Placement decides where a room is served (implemented by
+// rooms/cluster).
+type Placement interface {
+	// Place returns "" when this node serves room, or the base URL of
+	// the node that does.
+	Place(ctx context.Context, room string) (string, error)
+}
+
+// placeTimeout bounds one placement decision.
+const placeTimeout = 5 * time.Second
 
 // Server is the signaling endpoint.
 type Server struct {
@@ -63,6 +86,10 @@ type Server struct {
 	upgrader websocket.Upgrader
 	metrics  *prometheus.Registry
 	joinLat  prometheus.Histogram
+
+	presence    *presence.Tracker
+	ownPresence bool
+	bg          background
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
@@ -91,6 +118,13 @@ func New(cfg Config) *Server {
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 	})
 	s.metrics.MustRegister(s.joinLat, registryCollector{cfg.Registry})
+	s.presence = cfg.Presence
+	if s.presence == nil {
+		// The in-process default cannot fail.
+		s.presence, _ = presence.New(context.Background(), presence.Config{Logger: s.log})
+		s.ownPresence = true
+	}
+	s.startBackground()
 	s.metrics.MustRegister(qualityCollector{cfg.Registry})
 	return s
 }
@@ -108,6 +142,7 @@ func (s *Server) Handler() http.Handler {
 	if s.cfg.Dev {
 		mux.HandleFunc("GET /dev/token", s.serveDevToken)
 	}
+	s.adminRoutes(mux)
 	if s.cfg.Web != nil {
 		mux.Handle("/", s.cfg.Web)
 	}
@@ -129,9 +164,14 @@ func (s *Server) serveDevToken(w http.ResponseWriter, r *http.Request) {
 	if identity == "" {
 		identity = strings.ToLower(strings.ReplaceAll(name, " ", "-")) + "-" + strings.ToLower(newSuffix())
 	}
+	grants := []string{protocol.GrantPublish, protocol.GrantSubscribe, protocol.GrantData, protocol.GrantEdit}
+	if r.URL.Query().Get("admin") == "1" {
+		// For the dashboard: room "*" is every room.
+		grants = append(grants, protocol.GrantAdmin)
+	}
 	tok, err := auth.Mint(s.cfg.DevKey, s.cfg.DevSecret, auth.Token{
 		Room: room, Identity: identity, Name: name, TTL: devTokenTTL,
-		Grants: []string{protocol.GrantPublish, protocol.GrantSubscribe, protocol.GrantData, protocol.GrantEdit},
+		Grants: grants,
 	}, time.Now())
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -157,6 +197,10 @@ func (s *Server) Shutdown(ctx context.Context) {
 		}
 		s.mu.Unlock()
 		s.wg.Wait()
+		s.stopBackground()
+		if s.ownPresence {
+			_ = s.presence.Close()
+		}
 		close(done)
 	}()
 	select {
@@ -208,6 +252,7 @@ type conn struct {
 	limiter *rate.Limiter
 	log     *slog.Logger
 	p       *rooms.Participant
+	pres    *connPresence
 }
 
 // Send implements rooms.Sink: it queues msg; a client too slow to keep a
@@ -237,6 +282,7 @@ func (c *conn) run() {
 	if c.p != nil {
 		c.p.Leave("disconnected")
 	}
+	c.closePresence()
 	wg.Wait()
 	_ = c.ws.Close()
 }
@@ -362,6 +408,10 @@ func (c *conn) handle(raw []byte) bool {
 		c.sendError(env.ID, env.Type, protocol.CodeNotJoined, "send join first")
 		return true
 	}
+	if isPresenceType(env.Type) {
+		c.presenceMessage(env, raw)
+		return true
+	}
 	var herr error
 	switch env.Type {
 	case protocol.TypeOffer:
@@ -453,7 +503,7 @@ func knownType(t string) bool {
 		protocol.TypeUnsubscribe, protocol.TypeMute, protocol.TypeUnpublish, protocol.TypeUpdate, protocol.TypeLeave:
 		return true
 	}
-	return false
+	return isPresenceType(t)
 }
 
 func (c *conn) join(m *protocol.Join) {
@@ -487,6 +537,9 @@ func (c *conn) join(m *protocol.Join) {
 		c.sendError(m.ID, protocol.TypeJoin, protocol.CodeBadMessage, "room name over %d bytes", maxRoomNameLen)
 		return
 	}
+	if !c.place(m.ID, claims.Room) {
+		return
+	}
 	auto := m.AutoSubscribe == nil || *m.AutoSubscribe
 	p, joined, err := c.srv.cfg.Registry.Join(rooms.JoinRequest{
 		Room: claims.Room, Identity: claims.Identity, Name: claims.Name, Metadata: m.Metadata,
@@ -502,8 +555,34 @@ func (c *conn) join(m *protocol.Join) {
 	c.Send(joined)
 	_ = c.ws.SetReadDeadline(time.Now().Add(pongTimeout))
 	p.Start()
+	c.openPresence(claims.Identity, claims.Room, p.SID())
 	c.srv.joinLat.Observe(time.Since(start).Seconds())
 	c.log.Info("joined", "participant", p.SID())
+}
+
+// place asks the cluster where room is served: true to join here; else
+// the client got a redirect (and the socket closes) or an unavailable
+// error.
+func (c *conn) place(id, room string) bool {
+	pl := c.srv.cfg.Placement
+	if pl == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), placeTimeout)
+	url, err := pl.Place(ctx, room)
+	cancel()
+	if err != nil {
+		c.log.Warn("placement", "room", room, "err", err)
+		c.sendError(id, protocol.TypeJoin, protocol.CodeUnavailable, "the room cannot be placed now, retry shortly: %v", err)
+		c.Close()
+		return false
+	}
+	if url == "" {
+		return true
+	}
+	c.Send(&protocol.Redirect{Envelope: protocol.Envelope{Type: protocol.TypeRedirect, ID: id}, URL: url, Room: room, Reason: "placement"})
+	c.Close()
+	return false
 }
 
 // registryCollector exports the registry's gauges and counters at scrape

@@ -4,6 +4,7 @@
 // client and a little state for tests and for the console.
 
 import { connect, devToken, describeError, fatalJoinError, Source } from './huddle.js';
+import { mountDoc, setupDocPanel } from './editor.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -31,6 +32,10 @@ let soundBlocked = false;
 
 /** Tiles by key: "self", "self:screen", a participant SID, or "<sid>:screen". */
 const tiles = new Map();
+
+/** Automatic rejoins after a lost connection, counted per tab. */
+const RETRIES_KEY = 'huddle.rejoins';
+const MAX_AUTO_REJOIN = 6;
 
 // ---------------------------------------------------------------------------
 // Test and console hooks
@@ -189,9 +194,16 @@ async function start() {
   setState('connecting');
   try {
     let token = givenToken;
-    if (!token) token = (await devToken({ room, name: myName })).token;
-    client = await connect({ token, room });
+    if (!token) token = await devTokenForTab();
+    // ?ice=relay connects through the server's TURN relay only (to check TURN).
+    client = await connect({
+      token,
+      room,
+      iceTransportPolicy: params.get('ice') === 'relay' ? 'relay' : 'all',
+      followRedirects: false, // the page moves to the node instead (its CSP allows only its own origin)
+    });
   } catch (err) {
+    if (err.code === 'redirect' && rejoinPage(err.url)) return;
     console.error('huddle: join failed:', err);
     setState('failed', err.code ?? 'error');
     const final = fatalJoinError(err.code) || err.code === 'no_token';
@@ -199,7 +211,14 @@ async function start() {
     return;
   }
   wire(client);
+  window.huddle.doc = mountDoc(client, { toast });
   setState('joined');
+  sessionStorage.removeItem(RETRIES_KEY);
+  if (params.has('hop')) {
+    params.delete('hop');
+    const q = params.toString();
+    history.replaceState(null, '', location.pathname + (q ? `?${q}` : ''));
+  }
   updateControls();
   render();
 
@@ -236,6 +255,10 @@ function wire(c) {
   ]) {
     c.on(ev, rerender);
   }
+  c.on('presence', () => tiles.forEach(paintPresence));
+  c.setActivity('in_call');
+  c.on('local_published', ({ source }) => source === Source.SCREEN && c.setActivity('screen_sharing'));
+  c.on('local_unpublished', ({ source }) => source === Source.SCREEN && c.setActivity('in_call'));
   c.on('quality', onQuality);
   c.on('participant_joined', (p) => toast(`${p.name || p.identity} joined`));
   c.on('participant_left', (p) => toast(`${p.name || p.identity} left`));
@@ -256,6 +279,7 @@ function wire(c) {
     if (leaving) return;
     const text = {
       removed: 'You were removed from the call.',
+      room_closed: 'The room was closed.',
       shutdown: 'The server is shutting down.',
     }[reason];
     if (text) {
@@ -263,14 +287,67 @@ function wire(c) {
       overlay('The call ended', text);
     }
   });
+  // The room moved to another node of the cluster (drain, lost lease):
+  // join again; the page's server redirects the join to the new node.
+  c.on('redirect', ({ url }) => {
+    if (!leaving) rejoinPage(url);
+  });
   c.on('connection', ({ state }) => {
     if (leaving) return;
     if (state === 'disconnected') {
       setState('disconnected', 'disconnected');
       stopScreen();
-      overlay('Connection lost', 'The connection to the server was lost.');
+      // The node may have died: a cluster places the room elsewhere once
+      // its lease expires. Join again with backoff (1, 2, 4 … 10 s), a few
+      // times.
+      const tries = Number(sessionStorage.getItem(RETRIES_KEY) || 0);
+      if (tries < MAX_AUTO_REJOIN) {
+        overlay('Connection lost', 'Reconnecting…');
+        sessionStorage.setItem(RETRIES_KEY, String(tries + 1));
+        setTimeout(rejoinPage, Math.min(1000 * 2 ** tries, 10000));
+      } else {
+        overlay('Connection lost', 'The connection to the server was lost.');
+      }
     }
   });
+}
+
+// devTokenForTab gets a dev token whose identity stays the same for this
+// tab across reloads (session storage), so that the shared notes recognise
+// an edit resubmitted after a reload as the same editor's.
+async function devTokenForTab() {
+  let identity;
+  try {
+    identity = sessionStorage.getItem('huddle.identity') || undefined;
+  } catch {
+    identity = undefined;
+  }
+  const t = await devToken({ room, name: myName, identity });
+  try {
+    sessionStorage.setItem('huddle.identity', t.identity);
+  } catch {
+    // not remembered: a reload is a new identity
+  }
+  return t.token;
+}
+
+// rejoinPage loads the call page again, with the token it was given, to
+// join anew: from node (a cluster node's base URL, where the room moved)
+// or from this server (the node went away). It refuses (false) after a
+// few hops in a row, so that placement that keeps moving cannot loop.
+function rejoinPage(node) {
+  const q = new URLSearchParams(params);
+  if (givenToken) q.set('token', givenToken);
+  const hops = Number(q.get('hop') || 0);
+  if (node) {
+    if (hops >= 4) return false;
+    q.set('hop', String(hops + 1));
+  } else {
+    q.delete('hop');
+  }
+  const s = q.toString();
+  location.replace(new URL(location.pathname + (s ? `?${s}` : ''), node || location.href).toString());
+  return true;
 }
 
 async function leave() {
@@ -471,6 +548,7 @@ function updateTile(t, spec) {
   el.querySelector('.name').textContent = spec.self && !spec.screen ? `${spec.name} (you)` : spec.name;
   el.querySelector('.mic-off').hidden = spec.screen || !spec.micMuted;
   el.querySelector('.avatar').textContent = initials(spec.name);
+  paintPresence(t);
   showQuality(t);
 
   // The own tile is a muted preview; the others play their audio.
@@ -533,12 +611,35 @@ $('leave').addEventListener('click', () => leave());
 $('copy-link').addEventListener('click', () => copyLink());
 $('banner-close').addEventListener('click', () => hideBanner());
 $('rejoin').addEventListener('click', () => location.reload());
+setupDocPanel();
 document.addEventListener('keydown', (ev) => {
-  if (ev.target instanceof HTMLInputElement || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  if (ev.target instanceof HTMLInputElement || ev.target instanceof HTMLTextAreaElement || ev.ctrlKey || ev.metaKey || ev.altKey) return;
   if (ev.key === 'm') toggle(local.mic);
   else if (ev.key === 'v') toggle(local.cam);
 });
 window.addEventListener('pagehide', () => client?.close({ goodbye: true }));
+
+// Presence on the tiles: a dot (online, busy, away) and the status text.
+function paintPresence(t) {
+  if (!client || t.spec.screen) return;
+  const identity = t.spec.self ? client.you?.identity : client.participants.get(t.spec.sid)?.identity;
+  const p = identity ? client.presence.get(identity) : null;
+  const caption = t.el.querySelector('figcaption');
+  let dot = caption.querySelector('.presence-dot');
+  let text = caption.querySelector('.presence-text');
+  if (!dot) {
+    dot = document.createElement('span');
+    dot.className = 'presence-dot';
+    text = document.createElement('span');
+    text.className = 'presence-text';
+    caption.prepend(dot);
+    caption.append(text);
+  }
+  dot.dataset.state = p?.state ?? '';
+  dot.title = p ? [p.state, p.activity?.replace('_', ' ')].filter(Boolean).join(' · ') : '';
+  text.textContent = p?.text ?? '';
+  t.el.dataset.presence = p?.state ?? '';
+}
 
 // ---------------------------------------------------------------------------
 // Connection quality: the server's quality messages, shown on each tile

@@ -223,6 +223,23 @@ export const msg = {
   ping(id, ts) {
     return { type: 'ping', id, ts };
   },
+  heartbeat() {
+    return { type: 'heartbeat' };
+  },
+  activity(activity) {
+    return { type: 'activity', activity: activity ?? '' };
+  },
+  status(state, text) {
+    const m = { type: 'status' };
+    if (state) m.state = state;
+    if (text) m.text = text;
+    return m;
+  },
+  presence(id, identities) {
+    const m = { type: 'presence', id };
+    if (identities?.length) m.identities = [...identities];
+    return m;
+  },
 };
 
 /**
@@ -478,8 +495,11 @@ export async function devToken({ room, name, identity, base, fetch: fetchFn } = 
 // Client
 
 const REQUEST_TIMEOUT = 10000;
+const MAX_REDIRECTS = 4;
 const PING_INTERVAL = 10000;
 const DEAD_AFTER = 30000;
+/** HEARTBEAT_INTERVAL is how often the client tells the server it is present. */
+const HEARTBEAT_INTERVAL = 15000;
 
 /**
  * connect opens a session: a WebSocket to url (default: /ws of the page's
@@ -509,6 +529,7 @@ export async function connect(opts) {
  *   datachannel        RTCDataChannel              any channel the server opens
  *   error              HuddleError                 not tied to a request
  *   rtt                milliseconds                from ping/pong
+ *   presence           person {identity, state, text, activity, rooms, sessions, last_seen}
  *   quality            {participant, score, level, audio, video, stats}  connection quality (stats: own only)
  *   bye                reason
  */
@@ -523,7 +544,9 @@ export class Client extends Emitter {
     RTCPeerConnection: PC,
     pingInterval = PING_INTERVAL,
     requestTimeout = REQUEST_TIMEOUT,
+    iceTransportPolicy = 'all',
     simulcast = true,
+    followRedirects = true,
   } = {}) {
     super();
     if (!token) throw new HuddleError('no_token', 'connect: a token is required');
@@ -541,7 +564,12 @@ export class Client extends Emitter {
 
     this.state = new RoomState();
     this.connectionState = 'new';
-    this.iceServers = [];
+    this.iceServers = []; // from joined: the server's TURN URLs with this participant's credential
+    this.iceTransportPolicy = iceTransportPolicy; // 'relay' connects through TURN only
+    // A page whose Content-Security-Policy allows only its own origin
+    // cannot open another node's socket: it sets this false, gets the
+    // "redirect" error (with .url) and loads the page from that node.
+    this.followRedirects = followRedirects;
     this.maxDataMessage = 16384;
     this.server = null;
     this.rtt = null;
@@ -551,6 +579,9 @@ export class Client extends Emitter {
     this._pending = new Map(); // request id → {type, resolve, reject, timer}
     this._lastHeard = 0;
     this._pingTimer = null;
+    this._lastBeat = 0;
+    /** presence of the people this session heard of, a Map by identity. */
+    this.presence = new Map();
 
     // subscribe transport
     this.subscriber = null; // RTCPeerConnection
@@ -608,8 +639,23 @@ export class Client extends Emitter {
   }
 
   /** connect opens the socket and joins; it resolves with the `joined` message. */
-  connect() {
+  async connect() {
+    // A cluster node that does not serve the room answers the join with a
+    // redirect to the one that does: follow it (a few hops at most).
+    for (let hops = 0; ; hops++) {
+      try {
+        return await this._connectOnce();
+      } catch (err) {
+        if (err?.code !== 'redirect' || !err.url || !this.followRedirects || hops >= MAX_REDIRECTS) throw err;
+        this.ws = null;
+        this.url = wsURL(err.url);
+      }
+    }
+  }
+
+  _connectOnce() {
     if (this.ws) return Promise.reject(new HuddleError('already_joined', 'connect: already connected'));
+    this._redirected = null;
     this._setConnection('connecting');
     return new Promise((resolve, reject) => {
       let ws;
@@ -638,14 +684,17 @@ export class Client extends Emitter {
             this.close();
           });
       };
-      ws.onmessage = (ev) => this._onFrame(ev.data);
+      ws.onmessage = (ev) => {
+        if (this.ws === ws) this._onFrame(ev.data);
+      };
       ws.onerror = () => {
         if (!joined) reject(new HuddleError('closed', `cannot connect to ${this.url}`));
       };
       ws.onclose = (ev) => {
+        if (this.ws !== ws) return; // a socket left behind by a redirect
         const was = this.connectionState;
         this._teardown();
-        if (!joined) reject(new HuddleError('closed', `the server closed the connection (code ${ev.code})`));
+        if (!joined) reject(this._redirected ?? new HuddleError('closed', `the server closed the connection (code ${ev.code})`));
         if (was !== 'closed') this._setConnection(was === 'leaving' ? 'closed' : 'disconnected');
       };
     });
@@ -724,10 +773,36 @@ export class Client extends Emitter {
         this.emit('error', err);
         break;
       }
+      case 'presence':
+        for (const p of Array.isArray(m.people) ? m.people : []) {
+          const old = this.presence.get(p.identity);
+          if (old && old.version > p.version) continue;
+          this.presence.set(p.identity, p);
+          if (!m.id) this.emit('presence', p);
+        }
+        if (m.id) this._settle(m.id, (p) => p.resolve(m.people ?? []));
+        break;
       case 'quality':
         // {participant, identity, score, level, audio, video, stats (own only)}
         this.emit('quality', m);
         break;
+      case 'redirect': {
+        // The room is served by another node: a join in progress fails with
+        // code "redirect" (connect follows it); a joined session moved
+        // (drain, failover) and ends: connect again to go on there.
+        this.redirect = { url: m.url, reason: m.reason ?? '' };
+        if (m.url) this.url = wsURL(m.url);
+        if (this.connectionState === 'connecting') {
+          const err = new HuddleError('redirect', `the room is served at ${m.url}`);
+          err.url = m.url;
+          this._redirected = err;
+          const join = [...this._pending].find(([, p]) => p.type === 'joined');
+          if (join && this._settle(join[0], (p) => p.reject(err))) break;
+        }
+        this.emit('redirect', this.redirect);
+        if (this.connectionState !== 'leaving') this._setConnection('closed');
+        break;
+      }
       case 'layers':
         this._onLayers(m);
         break;
@@ -761,7 +836,12 @@ export class Client extends Emitter {
   // Peer connections
 
   _newPeerConnection(transport) {
-    const pc = new this.PC({ iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    const pc = new this.PC({
+      iceServers: this.iceServers,
+      iceTransportPolicy: this.iceTransportPolicy,
+      bundlePolicy: 'max-bundle',
+      rtcpMuxPolicy: 'require',
+    });
     pc.onicecandidate = (ev) => this._onLocalCandidate(transport, ev.candidate);
     pc.onconnectionstatechange = () => {
       this.emit('ice', { transport, state: pc.connectionState });
@@ -1081,6 +1161,21 @@ export class Client extends Emitter {
     this._send(msg.unsubscribe(sids));
   }
 
+  /** setStatus sets one's status for all one's sessions: state 'busy', 'away' or '' (online), and a text. */
+  setStatus(state, text) {
+    this._send(msg.status(state, text));
+  }
+
+  /** setActivity reports what this session does: 'in_call', 'editing', 'screen_sharing', 'idle' or ''. */
+  setActivity(activity) {
+    this._send(msg.activity(activity));
+  }
+
+  /** queryPresence resolves to the presence of identities (of the room when none are given). */
+  async queryPresence(identities = []) {
+    return this._request(msg.presence(this._id(), identities), 'presence');
+  }
+
   /** ping measures the round trip to the server, in milliseconds. */
   async ping() {
     const ts = Date.now();
@@ -1098,6 +1193,10 @@ export class Client extends Emitter {
         return;
       }
       this._send(msg.ping(this._id(), Date.now()));
+      if (Date.now() - this._lastBeat >= HEARTBEAT_INTERVAL - this.pingInterval / 2) {
+        this._lastBeat = Date.now();
+        this._send(msg.heartbeat());
+      }
     }, this.pingInterval);
   }
 

@@ -338,6 +338,52 @@ test('Client ends the join on a refusal without an id', async () => {
   await assert.rejects(p, (err) => err.code === 'room_full');
 });
 
+test('Client gives its PeerConnections the TURN servers of joined and its ICE policy', async () => {
+  let cfg = null;
+  class PC {
+    constructor(c) {
+      cfg = c;
+    }
+  }
+  const p = connect({ url: 'ws://h/ws', token: 'T', WebSocket: FakeSocket, RTCPeerConnection: PC, pingInterval: 0, iceTransportPolicy: 'relay' });
+  await tick();
+  const ws = FakeSocket.last;
+  const turnJoined = { ...JOINED, ice_servers: [{ urls: ['turn:127.0.0.1:3478?transport=udp'], username: '1800000000:ada', credential: 'c2VjcmV0' }] };
+  ws.serve(turnJoined);
+  const c = await p;
+  c._newPeerConnection('publish');
+  assert.deepEqual(cfg.iceServers, turnJoined.ice_servers);
+  assert.equal(cfg.iceTransportPolicy, 'relay');
+  const left = c.leave();
+  ws.serve({ type: 'bye', reason: 'left' });
+  await left;
+});
+
+test('Client follows a redirect to the node that serves the room', async () => {
+  const p = connect({ url: 'ws://a/ws', token: 'T', room: 'standup', WebSocket: FakeSocket, pingInterval: 0 });
+  await tick();
+  const first = FakeSocket.last;
+  assert.equal(first.url, 'ws://a/ws');
+  first.serve({ type: 'redirect', id: first.sent[0].id, url: 'http://b:7800', room: 'standup', reason: 'placement' });
+  first.close(1000);
+  await tick();
+  await tick();
+  const second = FakeSocket.last;
+  assert.notEqual(second, first);
+  assert.equal(second.url, 'ws://b:7800/ws');
+  assert.equal(second.sent[0].type, 'join');
+  second.serve({ ...JOINED, id: second.sent[0].id });
+  const c = await p;
+  assert.equal(c.connectionState, 'joined');
+  // A joined session that moves ends, remembering where to go.
+  const moved = [];
+  c.on('redirect', (r) => moved.push(r));
+  second.serve({ type: 'redirect', url: 'http://c:7800', room: 'standup', reason: 'drain' });
+  assert.deepEqual(moved, [{ url: 'http://c:7800', reason: 'drain' }]);
+  assert.equal(c.url, 'ws://c:7800/ws');
+  assert.equal(c.connectionState, 'closed');
+});
+
 // FakePublishPC records the transceivers a client adds and lets a test read
 // and change their senders' parameters.
 class FakePublishPC {

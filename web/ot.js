@@ -39,18 +39,15 @@ const isRetain = (c) => typeof c === 'number' && c > 0;
 const isDelete = (c) => typeof c === 'number' && c < 0;
 const isInsert = (c) => typeof c === 'string';
 
+/** Surrogate pairs, and any surrogate (for the fast paths below). */
+const PAIRS = /[\uD800-\uDBFF][\uDC00-\uDFFF]/g;
+const SURROGATE = /[\uD800-\uDFFF]/g;
+
 /** codePoints returns the length of s in code points. */
 export function codePoints(s) {
-  let n = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
-      const d = s.charCodeAt(i + 1);
-      if (d >= 0xdc00 && d <= 0xdfff) i++;
-    }
-    n++;
-  }
-  return n;
+  // An unpaired surrogate counts as one code point, a pair as one.
+  const pairs = s.match(PAIRS);
+  return s.length - (pairs ? pairs.length : 0);
 }
 
 /** wellFormed reports whether s has no unpaired surrogate. */
@@ -71,10 +68,18 @@ function wellFormed(s) {
  * if s ends first.
  */
 function advance(s, i, n) {
-  for (; n > 0; n--) {
+  while (n > 0) {
+    // Up to the next surrogate, code points are UTF-16 units.
+    SURROGATE.lastIndex = i;
+    const m = SURROGATE.exec(s);
+    const next = m ? m.index : s.length;
+    if (next - i >= n) return i + n;
+    n -= next - i;
+    i = next;
     if (i >= s.length) return -1;
     const c = s.charCodeAt(i);
     i += c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00 ? 2 : 1;
+    n--;
   }
   return i;
 }
@@ -443,7 +448,9 @@ export function diff(a, b) {
 /**
  * Client is the state machine of one editor, the model of Google Docs and
  * ot.js: it has at most one request in flight and buffers later local
- * edits, composed, until the ack.
+ * edits, composed, until the ack. It works on an abstract feed of entries;
+ * the call page uses doc.js's DocSession, the same machine over the real
+ * doc channel messages (ack, op, snapshots, reconnects, comments).
  *
  *   synchronized        nothing in flight
  *   awaitingAck         one request sent (outstanding)

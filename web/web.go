@@ -17,19 +17,21 @@ import (
 // The assets. A new page or module is added here; web_test.go checks that
 // every asset in the folder is served. Tests (*.test.js) stay out.
 //
-//go:embed index.html call.html home.js app.js huddle.js ot.js style.css favicon.svg
+//go:embed index.html call.html home.js app.js huddle.js ot.js doc.js editor.js comments.js style.css favicon.svg
+//go:embed dashboard.html dashboard.js dashboard.css vendor/uPlot.iife.min.js vendor/uPlot.min.css vendor/uPlot.LICENSE
 var files embed.FS
 
 // contentTypes maps the extensions of the assets to their types, so that
 // the answer does not depend on the machine's MIME tables.
 var contentTypes = map[string]string{
-	".html": "text/html; charset=utf-8",
-	".js":   "text/javascript; charset=utf-8",
-	".css":  "text/css; charset=utf-8",
-	".svg":  "image/svg+xml",
-	".json": "application/json",
-	".png":  "image/png",
-	".ico":  "image/x-icon",
+	".html":    "text/html; charset=utf-8",
+	".js":      "text/javascript; charset=utf-8",
+	".css":     "text/css; charset=utf-8",
+	".svg":     "image/svg+xml",
+	".json":    "application/json",
+	".png":     "image/png",
+	".ico":     "image/x-icon",
+	".LICENSE": "text/plain; charset=utf-8",
 }
 
 // pagePolicy is the Content-Security-Policy of the HTML pages: scripts,
@@ -59,6 +61,17 @@ func Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /{$}", assets["index.html"])
 	mux.Handle("GET /r/{room}", assets["call.html"])
+	// The dashboard; its data come from /events and /admin (signaling).
+	mux.Handle("GET /dashboard", assets["dashboard.html"])
+	// Vendored libraries (uPlot 1.6.32, MIT: vendor/uPlot.LICENSE).
+	mux.HandleFunc("GET /vendor/{file}", func(w http.ResponseWriter, r *http.Request) {
+		a, ok := assets["vendor/"+r.PathValue("file")]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		a.ServeHTTP(w, r)
+	})
 	mux.HandleFunc("GET /{file}", func(w http.ResponseWriter, r *http.Request) {
 		a, ok := assets[r.PathValue("file")]
 		if !ok || a.page {

@@ -28,7 +28,17 @@ failed to join or a subscriber received nothing.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if len(cfg.URLs) > 0 {
+				cfg.URL = cfg.URLs[0]
+			}
 			cfg.Progress = cmd.ErrOrStderr()
+			if cmd.Flags().Changed("editors") {
+				for _, name := range []string{"publishers", "subscribers"} {
+					if !cmd.Flags().Changed(name) {
+						_ = cmd.Flags().Set(name, "0")
+					}
+				}
+			}
 			report, err := bots.Run(ctx, cfg)
 			if err != nil {
 				return err
@@ -45,7 +55,8 @@ failed to join or a subscriber received nothing.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.URL, "url", "http://127.0.0.1:7800", "server URL (http(s):// or ws(s)://)")
+	f.StringSliceVar(&cfg.URLs, "url", []string{"http://127.0.0.1:7800"}, "server URL (http(s):// or ws(s)://); several (comma-separated or repeated) spread the bots over a cluster's nodes")
+	f.BoolVar(&cfg.Reconnect, "reconnect", false, "a bot whose session ends early (node died, drained) joins again with backoff")
 	f.StringVar(&cfg.Room, "room", "bots", "room name")
 	f.IntVar(&cfg.Rooms, "rooms", 1, "spread the bots over this many rooms: <room>-1 … <room>-K")
 	f.IntVar(&cfg.Publishers, "publishers", 1, "publisher bots")
@@ -58,6 +69,8 @@ failed to join or a subscriber received nothing.`,
 	f.StringVar(&cfg.APISecret, "api-secret", auth.DevAPISecret, "secret of --api-key")
 	f.Uint64Var(&cfg.Seed, "seed", 1, "random seed (start offsets in the sample media, start jitter)")
 	f.DurationVar(&cfg.Stagger, "stagger", 20*time.Millisecond, "pause between two bots' starts")
+	f.IntVar(&cfg.Editors, "editors", 0, "editor bots: type into the room's document (then --publishers and --subscribers default to 0)")
+	f.Float64Var(&cfg.EditRate, "edit-rate", 10, "operations per second per editor (cursor moves: 10/s)")
 	f.BoolVar(&cfg.Simulcast, "simulcast", false, "publishers send three video layers, rids q/h/f (180p, 360p, 720p)")
 	f.StringVar(&cfg.MaxLayer, "max-layer", "", "highest simulcast layer subscribers ask for: q, h or f (default: the server's choice up to f)")
 	return cmd

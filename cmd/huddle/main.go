@@ -1,7 +1,7 @@
 // Command huddle is the Huddle server and its tools: `serve` runs the
-// server, `bots` measures it, `token` mints access tokens, `version`
-// prints the version. This package only wires flags, environment and
-// configuration files to the other packages.
+// server, `bots` measures it, `token` mints access tokens, `turn` runs
+// the TURN server alone, `version` prints the version. This package only
+// wires flags, environment and configuration files to the other packages.
 package main
 
 import (
@@ -20,7 +20,7 @@ func main() {
 		Short:         "Huddle: video calls, shared documents and presence in one binary",
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newBotsCmd(), newTokenCmd(), &cobra.Command{
+	root.AddCommand(newServeCmd(), newBotsCmd(), newTokenCmd(), newTurnCmd(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "huddle", version) },

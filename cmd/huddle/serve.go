@@ -17,7 +17,9 @@ import (
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 
+	"github.com/huddle-rtc/huddle/presence"
 	"github.com/huddle-rtc/huddle/rooms"
+	"github.com/huddle-rtc/huddle/rooms/cluster"
 	"github.com/huddle-rtc/huddle/rooms/doc"
 	"github.com/huddle-rtc/huddle/sfu"
 	"github.com/huddle-rtc/huddle/signaling"
@@ -37,6 +39,12 @@ type serveFlags struct {
 	logLevel  string
 	maxData   int
 	dataDir   string
+
+	presenceAway    time.Duration
+	presenceOffline time.Duration
+	turn            turnFlags
+	redis           string
+	cluster         clusterFlags
 	// videoFloor is sfu.Config.VideoFloor in kbit/s.
 	videoFloor int
 }
@@ -57,6 +65,7 @@ on the command line wins over the environment, which wins over the file.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			f.turn.portSet = cmd.Flags().Changed("turn-port")
 			return serve(ctx, f)
 		},
 	}
@@ -73,6 +82,11 @@ on the command line wins over the environment, which wins over the file.`,
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.IntVar(&f.maxData, "max-data-message", 16<<10, "largest data-channel message relayed, in bytes")
 	fl.StringVar(&f.dataDir, "data-dir", "./data", "directory of the rooms' documents (created if missing)")
+	fl.DurationVar(&f.presenceAway, "presence-away", 45*time.Second, "a session without heartbeat for this long is away")
+	fl.DurationVar(&f.presenceOffline, "presence-offline", 2*time.Minute, "a session without heartbeat for this long is gone (offline)")
+	addTurnFlags(fl, &f.turn, false)
+	fl.StringVar(&f.redis, "redis", "", "Redis URL (redis://host:6379/0) shared by the nodes: cluster mode, documents and presence in Redis; empty keeps everything in process")
+	addClusterFlags(fl, &f.cluster)
 	fl.IntVar(&f.videoFloor, "video-floor", 0, "kbit/s: a subscriber whose bandwidth estimate is below this gets video without simulcast as audio only (and is told so); REMB never caps a publisher below it")
 	return cmd
 }
@@ -168,14 +182,23 @@ func serve(ctx context.Context, f serveFlags) error {
 	engCfg.VideoFloor = f.videoFloor * 1000
 	if loopback {
 		// A loopback server serves this machine: announce loopback only.
+		// ICE-TCP binds 127.0.0.1 too, so no media port is open to the network.
 		engCfg.IncludeLoopback = true
 		engCfg.IPFilter = func(ip net.IP) bool { return ip.IsLoopback() }
+		engCfg.ListenIP = "127.0.0.1"
 	}
 	engine, err := sfu.NewEngine(engCfg)
 	if err != nil {
 		return err
 	}
 	defer engine.Close()
+	turnSrv, err := startEmbeddedTURN(f.turn, f.apiSecret, f.publicIPs, host, f.udpPort, engine.UDPAddrs(), log)
+	if err != nil {
+		return err
+	}
+	if turnSrv != nil {
+		defer turnSrv.Close()
+	}
 	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
@@ -190,11 +213,53 @@ func serve(ctx context.Context, f serveFlags) error {
 			log.Warn("close documents", "err", err)
 		}
 	}()
-	reg := rooms.NewRegistry(rooms.Config{Engine: engine, Logger: log, MaxDataMessage: f.maxData, Version: version, Docs: docs})
-	srv := signaling.New(signaling.Config{
+	roomsCfg := rooms.Config{Engine: engine, Logger: log, MaxDataMessage: f.maxData, Version: version, Docs: docs}
+	if turnSrv != nil {
+		roomsCfg.ICEServersFor = iceServersFor(turnSrv)
+	}
+	tracker, stopPresence, err := startPresence(ctx, f, log)
+	if err != nil {
+		return err
+	}
+	defer stopPresence()
+	// Cluster mode: documents in Redis, fenced by the rooms' leases.
+	var cl *cluster.Cluster
+	if f.redis != "" {
+		rdb, err := openRedis(ctx, f.redis)
+		if err != nil {
+			return err
+		}
+		defer rdb.Close()
+		roomsCfg.Docs = fencedDocs(rdb, &cl)
+		reg := rooms.NewRegistry(roomsCfg)
+		if cl, _, err = joinCluster(ctx, f, rdb, reg, log); err != nil {
+			return err
+		}
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := cl.Close(cctx); err != nil {
+				log.Warn("leave the cluster", "err", err)
+			}
+		}()
+		return serveHTTP(ctx, f, log, reg, verifier, engine, tracker, cl)
+	}
+	reg := rooms.NewRegistry(roomsCfg)
+	return serveHTTP(ctx, f, log, reg, verifier, engine, tracker, nil)
+}
+
+// serveHTTP runs the signaling server until ctx ends; in cluster mode
+// (cl not nil) it first drains the rooms to other nodes.
+func serveHTTP(ctx context.Context, f serveFlags, log *slog.Logger, reg *rooms.Registry, verifier *auth.Verifier, engine *sfu.Engine, tracker *presence.Tracker, cl *cluster.Cluster) error {
+	sigCfg := signaling.Config{
 		Registry: reg, Verifier: verifier, Logger: log,
 		Dev: f.dev, DevKey: f.apiKey, DevSecret: f.apiSecret, Web: web.Handler(),
-	})
+		Presence: tracker,
+	}
+	if cl != nil {
+		sigCfg.Placement = cl
+	}
+	srv := signaling.New(sigCfg)
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -213,6 +278,9 @@ func serve(ctx context.Context, f serveFlags) error {
 	case <-ctx.Done():
 	case err := <-errc:
 		return fmt.Errorf("http server: %w", err)
+	}
+	if cl != nil {
+		drain(cl, reg, f.cluster.drainGrace, log)
 	}
 	log.Info("shutting down")
 	shutCtx, cancel := context.WithTimeout(context.Background(), 4*time.Second)

@@ -23,6 +23,9 @@ type Options struct {
 	MaxBehind int
 	// Now returns the time recorded in log entries (default time.Now).
 	Now func() time.Time
+	// MaxThreads and MaxSuggestions bound the comment threads (default
+	// 10000) and the open suggestions (default 1000) of a document.
+	MaxThreads, MaxSuggestions int
 }
 
 func (o Options) withDefaults() Options {
@@ -34,6 +37,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.MaxThreads <= 0 {
+		o.MaxThreads = 10000
+	}
+	if o.MaxSuggestions <= 0 {
+		o.MaxSuggestions = 1000
 	}
 	return o
 }
@@ -69,11 +78,12 @@ type Document struct {
 	durable  uint64  // the newest version the store has committed
 	log      logRing // the newest MaxBehind entries
 	clients  map[string]*clientState
-	pending  []Entry    // applied, not yet handed to the store
-	spare    []Entry    // a reusable buffer for pending
-	snaps    []Snapshot // taken, not yet handed to the store
-	flushing bool       // a store commit is under way
-	waiters  int        // calls waiting for a commit under way
+	notes    annotations // comment threads and open suggestions at head
+	pending  []Entry     // applied, not yet handed to the store
+	spare    []Entry     // a reusable buffer for pending
+	snaps    []Snapshot  // taken, not yet handed to the store
+	flushing bool        // a store commit is under way
+	waiters  int         // calls waiting for a commit under way
 	flushed  chan struct{}
 	watched  bool  // flushed was handed out: close it after the next commit
 	err      error // a commit failed; the document must be reopened
@@ -157,6 +167,7 @@ func Open(ctx context.Context, store Store, id string, opts Options) (*Document,
 	for c, m := range start.Clients {
 		d.clients[c] = &clientState{mark: m}
 	}
+	d.notes.load(start.Threads, start.Suggestions)
 	for _, e := range entries {
 		if e.Version != d.head+1 {
 			return nil, errf(ErrCorrupt, "document %q: entry %d follows version %d", id, e.Version, d.head)
@@ -224,7 +235,7 @@ func (d *Document) Submit(ctx context.Context, client string, seq, base uint64, 
 	res, dup, err := d.dedupLocked(client, seq)
 	if !dup && err == nil {
 		var e Entry
-		e, err = d.commitLocked(client, seq, base, op, ActionEdit, 0)
+		e, err = d.commitLocked(client, seq, base, op, ActionEdit, 0, nil)
 		res = Result{Version: e.Version, Op: e.Op}
 	}
 	d.mu.Unlock()
@@ -271,7 +282,7 @@ func (d *Document) revertLocked(client string, seq uint64, action Action) (Resul
 		v := (*stack)[len(*stack)-1]
 		if d.log.has(v) {
 			le := d.log.at(v)
-			e, err := d.commitLocked(client, seq, v, invertRemoved(le.Op, le.removed), action, v)
+			e, err := d.commitLocked(client, seq, v, invertRemoved(le.Op, le.removed), action, v, nil)
 			if err != nil {
 				return Result{}, err
 			}
@@ -298,7 +309,7 @@ func (d *Document) Restore(ctx context.Context, client string, seq, version uint
 	res, dup, err := d.dedupLocked(client, seq)
 	if !dup && err == nil {
 		var e Entry
-		e, err = d.commitLocked(client, seq, d.head, Diff(d.text.String(), target), ActionRestore, version)
+		e, err = d.commitLocked(client, seq, d.head, Diff(d.text.String(), target), ActionRestore, version, nil)
 		res = Result{Version: e.Version, Op: e.Op}
 	}
 	d.mu.Unlock()
@@ -356,7 +367,7 @@ func (d *Document) fillBehind(ctx context.Context, client string, be *BehindErro
 
 // commitLocked transforms op from version base to the head, applies it and
 // queues it for the store.
-func (d *Document) commitLocked(client string, seq, base uint64, op Op, action Action, ref uint64) (Entry, error) {
+func (d *Document) commitLocked(client string, seq, base uint64, op Op, action Action, ref uint64, note *Note) (Entry, error) {
 	if d.err != nil {
 		return Entry{}, d.err
 	}
@@ -391,18 +402,27 @@ func (d *Document) commitLocked(client string, seq, base uint64, op Op, action A
 		Action:  action,
 		Ref:     ref,
 		Op:      op,
+		Note:    note,
 	}
+	d.appendLocked(e)
+	return e, nil
+}
+
+// appendLocked records a new entry and queues it, and every
+// SnapshotEvery versions a snapshot, for the store.
+func (d *Document) appendLocked(e Entry) {
 	d.record(e)
 	d.pending = append(d.pending, e)
 	if e.Version%uint64(d.opts.SnapshotEvery) == 0 {
 		sn, _ := d.snapshotLocked()
 		sn.Clients = make(map[string]Mark, len(d.clients))
 		for id, c := range d.clients {
-			sn.Clients[id] = c.mark
+			if c.mark.Seq != 0 {
+				sn.Clients[id] = c.mark
+			}
 		}
 		d.snaps = append(d.snaps, sn)
 	}
-	return e, nil
 }
 
 // record applies a valid entry of the right length and logs it.
@@ -415,6 +435,15 @@ func (d *Document) record(e Entry) {
 	}
 	d.head = e.Version
 	d.log.push(logEntry{Entry: e, removed: removed})
+	if e.Action == ActionAccept {
+		d.notes.apply(&e) // the suggestion is gone before its own op moves the rest
+	}
+	if !e.Action.IsNote() {
+		d.notes.move(e.Op)
+	} else {
+		d.notes.apply(&e)
+		return // a note is neither a request (no seq) nor undoable
+	}
 	c := d.clients[e.Client]
 	if c == nil {
 		c = &clientState{}
@@ -457,7 +486,8 @@ func (d *Document) snapshotLocked() (Snapshot, error) {
 	if d.err != nil {
 		return Snapshot{}, d.err
 	}
-	return Snapshot{Version: d.head, Epoch: d.epoch, Text: d.text.String()}, nil
+	ts, ss := d.notes.copyOut()
+	return Snapshot{Version: d.head, Epoch: d.epoch, Text: d.text.String(), Threads: ts, Suggestions: ss}, nil
 }
 
 // Snapshot returns the document's text, version and epoch, durable: what a

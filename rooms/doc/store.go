@@ -28,6 +28,7 @@ type Entry struct {
 	Action  Action    `json:"a"`
 	Ref     uint64    `json:"r,omitempty"` // see Action
 	Op      Op        `json:"o"`           // applies to version Version-1
+	Note    *Note     `json:"n,omitempty"` // comments and suggestions: see Action
 }
 
 // Snapshot is the whole text of a document at a version.
@@ -39,6 +40,10 @@ type Snapshot struct {
 	// resubmissions are recognised after a reopen. Store records only; the
 	// snapshots a Document hands out leave it nil.
 	Clients map[string]Mark `json:"c,omitempty"`
+	// Threads are the comment threads and Suggestions the open suggestions
+	// at Version, ordered by id.
+	Threads     []Thread     `json:"threads,omitempty"`
+	Suggestions []Suggestion `json:"suggestions,omitempty"`
 }
 
 // Mark is a client's last committed request: its sequence number and the

@@ -31,6 +31,15 @@ type Config struct {
 	// URL is the server, http(s):// or ws(s):// (default
 	// http://127.0.0.1:7800).
 	URL string
+	// URLs, when it has more than one entry, spreads the bots over
+	// several servers (the nodes of a cluster): bot i dials URLs[i mod n]
+	// first, and a node that does not serve its room redirects it. URL is
+	// then ignored.
+	URLs []string
+	// Reconnect makes a bot whose session ended before the run (its node
+	// died, drained) or whose join failed join again, with backoff, through
+	// the next URL.
+	Reconnect bool
 	// Room is the room name (default "bots"); with Rooms > 1 the bots are
 	// spread round-robin over Room-1 … Room-K.
 	Room  string
@@ -38,6 +47,11 @@ type Config struct {
 	// Publishers and Subscribers are how many bots of each kind start.
 	Publishers  int
 	Subscribers int
+	// Editors are bots with grant edit that type into the room's document
+	// (random inserts and deletes, EditRate per second each, default 10)
+	// and move their cursor ten times a second.
+	Editors  int
+	EditRate float64
 	// Duration bounds the whole run, from the first bot's start (default
 	// 10 s).
 	Duration time.Duration
@@ -102,8 +116,11 @@ func (c *Config) setDefaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	if c.Publishers < 0 || c.Subscribers < 0 || c.Publishers+c.Subscribers == 0 {
-		return errors.New("bots: need at least one publisher or subscriber")
+	if c.EditRate <= 0 {
+		c.EditRate = 10
+	}
+	if c.Publishers < 0 || c.Subscribers < 0 || c.Editors < 0 || c.Publishers+c.Subscribers+c.Editors == 0 {
+		return errors.New("bots: need at least one publisher, subscriber or editor")
 	}
 	switch c.MaxLayer {
 	case "", protocol.QualityLow, protocol.QualityMedium, protocol.QualityHigh:
@@ -139,6 +156,7 @@ type role string
 const (
 	rolePublisher  role = "publisher"
 	roleSubscriber role = "subscriber"
+	roleEditor     role = "editor"
 )
 
 // botSpec is one bot to start.
@@ -149,6 +167,7 @@ type botSpec struct {
 	identity string
 	start    time.Duration // offset from the run's start
 	rng      *rand.Rand    // this bot's own, from the seed
+	urls     []string      // the servers to dial, the first first
 }
 
 // plan lays out the bots: publishers first (so subscribers find media),
@@ -175,8 +194,16 @@ func plan(cfg *Config) []botSpec {
 	}
 	add(rolePublisher, cfg.Publishers)
 	add(roleSubscriber, cfg.Subscribers)
+	add(roleEditor, cfg.Editors)
+	urls := cfg.URLs
+	if len(urls) == 0 {
+		urls = []string{cfg.URL}
+	}
 	var at time.Duration
 	for i := range specs {
+		for j := range urls {
+			specs[i].urls = append(specs[i].urls, urls[(i+j)%len(urls)])
+		}
 		specs[i].start = at
 		jitter := time.Duration(rng.Int64N(int64(cfg.Stagger)/2+1)) - cfg.Stagger/4
 		at += cfg.Stagger + jitter
@@ -193,7 +220,11 @@ type env struct {
 	audio    *clip
 	timeline *timeline
 	progress *progress
+	barriers map[string]*editBarrier // per room; read-only once the run starts
 }
+
+// barrier returns the editors' barrier of room.
+func (e *env) barrier(room string) *editBarrier { return e.barriers[room] }
 
 // Run starts the bots, lets them run until cfg.Duration has passed since
 // the start (or ctx ends), makes them leave and returns the aggregated
@@ -205,10 +236,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	e := &env{cfg: &cfg, progress: &progress{}}
 	var err error
-	if e.audio, err = loadOpus(AudioClip); err != nil {
-		return nil, err
+	if cfg.Publishers > 0 {
+		if e.audio, err = loadOpus(AudioClip); err != nil {
+			return nil, err
+		}
 	}
-	if !cfg.AudioOnly {
+	if cfg.Publishers > 0 && !cfg.AudioOnly {
 		if e.video, err = loadVP8(cfg.Video); err != nil {
 			return nil, err
 		}
@@ -228,6 +261,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 
 	specs := plan(&cfg)
+	editorsIn := map[string]int{}
+	for _, s := range specs {
+		if s.role == roleEditor {
+			editorsIn[s.room]++
+		}
+	}
+	e.barriers = make(map[string]*editBarrier, len(editorsIn))
+	for room, n := range editorsIn {
+		e.barriers[room] = newEditBarrier(n)
+	}
 	start := time.Now()
 	if e.timeline != nil {
 		e.timeline.start = start
@@ -251,6 +294,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if runCtx.Err() != nil {
 			results[i] = &botResult{spec: spec, err: errors.New("not started: the run ended first")}
 			e.progress.failed.Add(1)
+			if spec.role == roleEditor {
+				e.barrier(spec.room).arrive(0)
+			}
 			continue
 		}
 		wg.Add(1)
@@ -268,13 +314,19 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 // runBot runs one bot to the end of ctx and returns what it measured.
 func runBot(ctx context.Context, e *env, spec botSpec) *botResult {
 	res := &botResult{spec: spec}
-	if spec.role == roleSubscriber {
+	switch spec.role {
+	case roleSubscriber:
 		res.sub = newSubscriberStats()
+	case roleEditor:
+		res.editor = &editorStats{acks: &histogram{}}
 	}
 	err := func() error {
 		grants := []string{protocol.GrantSubscribe, protocol.GrantData}
-		if spec.role == rolePublisher {
+		switch spec.role {
+		case rolePublisher:
 			grants = []string{protocol.GrantPublish, protocol.GrantData}
+		case roleEditor:
+			grants = []string{protocol.GrantEdit}
 		}
 		token, err := auth.Mint(e.cfg.APIKey, e.cfg.APISecret, auth.Token{
 			Room: spec.room, Identity: spec.identity, Grants: grants,
@@ -283,10 +335,36 @@ func runBot(ctx context.Context, e *env, spec botSpec) *botResult {
 		if err != nil {
 			return err
 		}
-		if spec.role == rolePublisher {
-			return runPublisher(ctx, e, spec, token, res)
+		run := runSubscriber
+		switch spec.role {
+		case rolePublisher:
+			run = runPublisher
+		case roleEditor:
+			// An editor's session is its document state: it does not
+			// rejoin (its report says what it lost).
+			return runEditor(ctx, e, spec, token, res)
 		}
-		return runSubscriber(ctx, e, spec, token, res)
+		for attempt := 0; ; attempt++ {
+			err := run(ctx, e, spec, token, res)
+			if !e.cfg.Reconnect || ctx.Err() != nil {
+				return err
+			}
+			// The session ended early, or the join failed: go on through
+			// the next server after a pause that grows to 2 s.
+			res.reconnects++
+			if err == nil {
+				attempt = 0
+			}
+			spec.urls = append(spec.urls[1:], spec.urls[0])
+			select {
+			case <-ctx.Done():
+				if res.joined {
+					return nil
+				}
+				return err
+			case <-time.After(min(200*time.Millisecond<<attempt, 2*time.Second)):
+			}
+		}
 	}()
 	if err != nil {
 		res.err = err

@@ -63,6 +63,35 @@ func TestRunAgainstServer(t *testing.T) {
 		}
 	})
 
+	t.Run("editors converge", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		r, err := Run(ctx, Config{
+			URL: base, Room: "edit", Rooms: 2, Editors: 6, EditRate: 20,
+			Duration: 4 * time.Second, Seed: 5,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		_ = r.WriteText(&out)
+		t.Logf("\n%s", out.String())
+		if err := r.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if r.Joined != 6 || r.Converged == nil || !*r.Converged {
+			t.Fatalf("joined %d, converged %v", r.Joined, r.Converged)
+		}
+		// 6 editors at 20/s for about 4 s, less the time to join.
+		if r.EditOps < 6*20*2 || r.EditAckMS == nil || r.EditAckMS.P50 <= 0 || r.EditAckMS.P99 > 1000 {
+			t.Errorf("edit ops %d, ack %+v", r.EditOps, r.EditAckMS)
+		}
+		var js bytes.Buffer
+		if err := r.WriteJSON(&js); err != nil || !strings.Contains(js.String(), `"converged":true`) || !strings.Contains(js.String(), `"edit_ack_ms":{"p50":`) {
+			t.Errorf("json %s, %v", js.String(), err)
+		}
+	})
+
 	t.Run("simulcast with a maximum layer per subscriber", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 		defer cancel()

@@ -45,7 +45,7 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 		}
 	}
 	jctx, cancel := context.WithTimeout(ctx, e.cfg.JoinTimeout)
-	c, err := client.Dial(jctx, e.cfg.URL, token, client.Options{
+	c, err := client.Dial(jctx, spec.urls[0], token, client.Options{
 		API:           e.api,
 		AutoSubscribe: new(false),
 		Logger:        e.cfg.Logger,

@@ -12,10 +12,11 @@ import (
 
 // botResult is what one bot measured.
 type botResult struct {
-	spec     botSpec
-	joined   bool
-	joinTime time.Duration
-	err      error
+	spec       botSpec
+	joined     bool
+	joinTime   time.Duration
+	err        error
+	reconnects int
 
 	// Publishers.
 	sentPackets uint64
@@ -24,6 +25,9 @@ type botResult struct {
 
 	// Subscribers.
 	sub *subscriberStats
+
+	// Editors.
+	editor *editorStats
 }
 
 // Quantiles are two percentiles of a distribution, in milliseconds.
@@ -44,6 +48,8 @@ type Report struct {
 	// or joined and then failed (a publisher whose publish was refused).
 	Joined int `json:"joined"`
 	Failed int `json:"failed"`
+	// Reconnects counts the joins bots made again (--reconnect).
+	Reconnects int `json:"reconnects,omitempty"`
 	// NoMedia counts joined subscribers that received no RTP at all.
 	NoMedia int `json:"no_media"`
 
@@ -72,6 +78,13 @@ type Report struct {
 	// send to subscriber's receive (abs-capture-time).
 	LatencyMS Quantiles `json:"latency_ms"`
 
+	// Editors (only with editors): EditOps counts the edits they made,
+	// EditAckMS the time from a submit to its ack, Converged is true only
+	// if every editor ended with exactly the server's text.
+	Editors   int        `json:"editors,omitempty"`
+	EditOps   uint64     `json:"edit_ops,omitempty"`
+	EditAckMS *Quantiles `json:"edit_ack_ms,omitempty"`
+	Converged *bool      `json:"converged,omitempty"`
 	// Layers is the time the subscribers spent receiving each simulcast
 	// layer, summed over subscribers and video tracks, in seconds (told
 	// by the size of the keyframes received).
@@ -126,6 +139,9 @@ func (r *Report) Err() error {
 	if r.NoMedia > 0 {
 		parts = append(parts, fmt.Sprintf("%d of %d subscribers received nothing", r.NoMedia, r.Subscribers))
 	}
+	if r.Converged != nil && !*r.Converged {
+		parts = append(parts, "the editors' texts did not converge")
+	}
 	if len(parts) == 0 {
 		return nil
 	}
@@ -149,6 +165,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		r.Publishers, r.Subscribers, r.Rooms, r.DurationS)
 	fmt.Fprintf(&b, "  joined       %d of %d (%d failed); join p50 %.1f ms, p99 %.1f ms\n",
 		r.Joined, r.Participants, r.Failed, r.JoinMS.P50, r.JoinMS.P99)
+	if r.Reconnects > 0 {
+		fmt.Fprintf(&b, "  reconnects   %d\n", r.Reconnects)
+	}
 	if r.Subscribers > 0 {
 		fmt.Fprintf(&b, "  first media  p50 %.1f ms, p99 %.1f ms; %d subscriber(s) got nothing\n",
 			r.FirstMediaMS.P50, r.FirstMediaMS.P99, r.NoMedia)
@@ -168,6 +187,10 @@ func (r *Report) WriteText(w io.Writer) error {
 	if r.Publishers > 0 {
 		fmt.Fprintf(&b, "  sent         %d packets, %.0f kbit/s; REMB p50 %.0f kbit/s, min %.0f\n", r.SentPackets, r.SentKbps, r.REMBKbps.P50, r.REMBKbps.Min)
 	}
+	if r.Editors > 0 {
+		fmt.Fprintf(&b, "  edits        %d by %d editors (%.0f/s); ack p50 %.2f ms, p99 %.2f ms; converged %v\n",
+			r.EditOps, r.Editors, float64(r.EditOps)/max(r.DurationS, 1e-9), r.EditAckMS.P50, r.EditAckMS.P99, *r.Converged)
+	}
 	for _, e := range r.Errors {
 		fmt.Fprintf(&b, "  error        %s\n", e)
 	}
@@ -185,14 +208,19 @@ func aggregate(cfg *Config, results []*botResult, elapsed time.Duration) *Report
 		DurationS:    elapsed.Seconds(),
 	}
 	var joins, firsts, jitters []time.Duration
+	var latency, acks histogram
+	converged := true
 	var allEst, allREMB []int
-	var latency histogram
 	var sentBytes uint64
 	errCount := map[string]int{}
 	for _, b := range results {
+		r.Reconnects += b.reconnects
 		if b.err != nil {
 			r.Failed++
 			errCount[fmt.Sprintf("%s %s: %v", b.spec.role, b.spec.room, b.err)]++
+		}
+		if b.editor != nil && !b.editor.converged() {
+			converged = false
 		}
 		if !b.joined {
 			continue
@@ -201,6 +229,10 @@ func aggregate(cfg *Config, results []*botResult, elapsed time.Duration) *Report
 		joins = append(joins, b.joinTime)
 		r.SentPackets += b.sentPackets
 		sentBytes += b.sentBytes
+		if b.editor != nil {
+			r.EditOps += b.editor.ops
+			acks.merge(b.editor.acks)
+		}
 		allREMB = append(allREMB, b.rembKbps...)
 		if b.sub == nil {
 			continue
@@ -244,6 +276,11 @@ func aggregate(cfg *Config, results []*botResult, elapsed time.Duration) *Report
 	r.FirstMediaMS = quantiles(firsts)
 	r.JitterMS = quantiles(jitters)
 	r.LatencyMS = Quantiles{P50: ms(latency.quantile(0.50)), P99: ms(latency.quantile(0.99))}
+	if cfg.Editors > 0 {
+		r.Editors = cfg.Editors
+		r.EditAckMS = &Quantiles{P50: ms(acks.quantile(0.50)), P99: ms(acks.quantile(0.99))}
+		r.Converged = &converged
+	}
 	if expected := r.RecvPackets + r.LostPackets; expected > 0 {
 		r.LossPct = round(100*float64(r.LostPackets)/float64(expected), 3)
 	}

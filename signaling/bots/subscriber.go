@@ -70,7 +70,7 @@ func runSubscriber(ctx context.Context, e *env, spec botSpec, token string, res 
 		receiveTrack(st, dialStart, info, tr, recv, e.progress)
 	}
 	jctx, cancel := context.WithTimeout(ctx, e.cfg.JoinTimeout)
-	c, err := client.Dial(jctx, e.cfg.URL, token, client.Options{
+	c, err := client.Dial(jctx, spec.urls[0], token, client.Options{
 		API:       e.api,
 		OnTrack:   onTrack,
 		OnQuality: st.onQuality(""),

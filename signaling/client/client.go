@@ -53,6 +53,9 @@ type Options struct {
 	LoopbackOnly bool
 	// ICEServers replaces the ice_servers of joined when not nil.
 	ICEServers []webrtc.ICEServer
+	// ICETransportPolicy is webrtc.ICETransportPolicyRelay to connect
+	// only through the TURN servers of ice_servers; zero means all.
+	ICETransportPolicy webrtc.ICETransportPolicy
 
 	// OnTrack is called, on its own goroutine, for every track the server
 	// sends. info.SID is the server track SID (from the offer's mids); the
@@ -86,11 +89,15 @@ type Options struct {
 	Header http.Header
 	// Logger gets debug and warning lines; nil discards them.
 	Logger *slog.Logger
+	// HeartbeatInterval is how often the client sends a presence
+	// heartbeat: 0 means every 15 s, a negative value never.
+	HeartbeatInterval time.Duration
 }
 
 // Client is one session in one room. Its methods are safe for concurrent
 // use.
 type Client struct {
+	url    string // the server this client joined, after redirects
 	opts   Options
 	log    *slog.Logger
 	api    *webrtc.API
@@ -117,6 +124,7 @@ type Client struct {
 	readErr   error
 	pending   map[string]chan reply
 	joined    protocol.Joined
+	moved     *protocol.Redirect        // a redirect received after joined
 	tracks    map[string]protocol.Track // published tracks known in the room
 	mids      map[string]string         // subscribe mid → track SID
 	sub       *transport
@@ -129,16 +137,45 @@ type Client struct {
 
 // reply is what the read loop hands to a waiting request.
 type reply struct {
-	joined *protocol.Joined
-	answer *protocol.SessionDescription
-	pong   *protocol.Ping
-	err    error // a *protocol.Error from the server, or a local failure
+	joined   *protocol.Joined
+	answer   *protocol.SessionDescription
+	pong     *protocol.Ping
+	presence *protocol.PresenceUpdate
+	err      error // a *protocol.Error from the server, or a local failure
+}
+
+// maxRedirects bounds the redirects Dial follows.
+const maxRedirects = 5
+
+// RedirectError is what a join that a cluster node redirected returns
+// from one dial; Dial follows it.
+type RedirectError struct{ protocol.Redirect }
+
+func (e *RedirectError) Error() string {
+	return fmt.Sprintf("redirected to %s (%s)", e.URL, e.Reason)
 }
 
 // Dial connects to the server at rawURL (http(s)://host:port, or a
-// ws(s):// URL), joins with token and waits for joined. A refusal is
-// returned as a wrapped *protocol.Error (use errors.As to read its Code).
+// ws(s):// URL), joins with token and waits for joined. A node of a
+// cluster that does not serve the room answers with a redirect, which
+// Dial follows (up to 5). A refusal is returned as a wrapped
+// *protocol.Error (use errors.As to read its Code).
 func Dial(ctx context.Context, rawURL, token string, opts Options) (*Client, error) {
+	for range maxRedirects {
+		c, err := dialOnce(ctx, rawURL, token, opts)
+		var re *RedirectError
+		if !errors.As(err, &re) {
+			return c, err
+		}
+		if re.URL == "" {
+			return nil, err
+		}
+		rawURL = re.URL
+	}
+	return nil, fmt.Errorf("client: more than %d redirects", maxRedirects)
+}
+
+func dialOnce(ctx context.Context, rawURL, token string, opts Options) (*Client, error) {
 	wsURL, err := WebSocketURL(rawURL)
 	if err != nil {
 		return nil, err
@@ -171,6 +208,7 @@ func Dial(ctx context.Context, rawURL, token string, opts Options) (*Client, err
 		n = defaultEvents
 	}
 	c := &Client{
+		url:      rawURL,
 		opts:     opts,
 		log:      log,
 		api:      api,
@@ -204,6 +242,12 @@ func Dial(ctx context.Context, rawURL, token string, opts Options) (*Client, err
 	if r.joined == nil {
 		_ = c.Close()
 		return nil, errors.New("client: join: no joined message")
+	}
+	if every := opts.HeartbeatInterval; every >= 0 {
+		if every == 0 {
+			every = protocol.HeartbeatInterval * time.Second
+		}
+		c.goOwned(func() { c.heartbeatLoop(every) })
 	}
 	return c, nil
 }
@@ -241,6 +285,19 @@ func (c *Client) Joined() protocol.Joined {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.joined
+}
+
+// URL returns the URL of the server this client joined (the node a
+// cluster redirected it to).
+func (c *Client) URL() string { return c.url }
+
+// Moved returns the redirect the server sent after joined (drain, the
+// room moved), or nil. The session has ended then: dial again (with the
+// redirect's URL) to go on.
+func (c *Client) Moved() *protocol.Redirect {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.moved
 }
 
 // SID returns this session's participant SID.

@@ -27,6 +27,7 @@ const TypeClientError = "client_error"
 //	layers                                   *protocol.Layers
 //	error                                    *protocol.Error (one no call was waiting for)
 //	bye                                      *protocol.Bye
+//	presence                                 *protocol.PresenceUpdate (pushed changes)
 //	client_error                             error
 type Event struct {
 	Type    string
@@ -121,6 +122,20 @@ func (c *Client) dispatch(raw []byte) {
 			return
 		}
 		c.emit(Event{Type: env.Type, Message: m})
+	case protocol.TypeRedirect:
+		m := &protocol.Redirect{}
+		if !c.decode(raw, m) {
+			return
+		}
+		if id := c.joinID(); id != "" && c.resolve(id, reply{err: &RedirectError{*m}}) {
+			return
+		}
+		// A joined session moves: it ends like a bye, with the redirect.
+		c.mu.Lock()
+		c.moved = m
+		c.mu.Unlock()
+		c.emit(Event{Type: env.Type, Message: m})
+		c.byeOnce.Do(func() { close(c.byeSeen) })
 	case protocol.TypeBye:
 		m := &protocol.Bye{}
 		if c.decode(raw, m) {
@@ -162,6 +177,11 @@ func (c *Client) dispatch(raw []byte) {
 				c.tracks[m.Track] = t
 			}
 			c.mu.Unlock()
+			c.emit(Event{Type: env.Type, Message: m})
+		}
+	case protocol.TypePresence:
+		m := &protocol.PresenceUpdate{}
+		if c.decode(raw, m) && !c.resolve(m.ID, reply{presence: m}) {
 			c.emit(Event{Type: env.Type, Message: m})
 		}
 	case protocol.TypeLayers:

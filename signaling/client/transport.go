@@ -37,7 +37,7 @@ type transport struct {
 
 // newTransport creates a PeerConnection with the session's ICE servers.
 func (c *Client) newTransport(name string) (*transport, error) {
-	cfg := webrtc.Configuration{ICEServers: c.opts.ICEServers}
+	cfg := webrtc.Configuration{ICEServers: c.opts.ICEServers, ICETransportPolicy: c.opts.ICETransportPolicy}
 	if cfg.ICEServers == nil {
 		for _, s := range c.Joined().ICEServers {
 			cfg.ICEServers = append(cfg.ICEServers, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
@@ -163,6 +163,46 @@ func (c *Client) WaitConnected(ctx context.Context, name string) error {
 	case <-ctx.Done():
 		return fmt.Errorf("client: waiting for %s transport: %w", name, ctx.Err())
 	}
+}
+
+// SelectedPair returns the candidate pair the named transport
+// (protocol.TransportPublish or TransportSubscribe) uses, or an error
+// when it has none yet.
+func (c *Client) SelectedPair(name string) (*webrtc.ICECandidatePair, error) {
+	c.mu.Lock()
+	t := c.sub
+	if name == protocol.TransportPublish {
+		t = c.pub
+	}
+	c.mu.Unlock()
+	if t == nil {
+		return nil, fmt.Errorf("client: no %s transport", name)
+	}
+	var ice *webrtc.ICETransport
+	if sctp := t.pc.SCTP(); sctp != nil && sctp.Transport() != nil {
+		ice = sctp.Transport().ICETransport()
+	}
+	for _, tr := range t.pc.GetTransceivers() {
+		if ice != nil {
+			break
+		}
+		if s := tr.Sender(); s != nil && s.Transport() != nil {
+			ice = s.Transport().ICETransport()
+		} else if r := tr.Receiver(); r != nil && r.Transport() != nil {
+			ice = r.Transport().ICETransport()
+		}
+	}
+	if ice == nil {
+		return nil, fmt.Errorf("client: %s transport has no ICE transport yet", name)
+	}
+	pair, err := ice.GetSelectedCandidatePair()
+	if err != nil {
+		return nil, fmt.Errorf("client: %s selected pair: %w", name, err)
+	}
+	if pair == nil {
+		return nil, fmt.Errorf("client: %s transport has no selected pair yet", name)
+	}
+	return pair, nil
 }
 
 // openSubscribe creates the subscribe transport; called from the read

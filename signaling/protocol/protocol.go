@@ -70,10 +70,11 @@ const (
 	GrantData      = "data"
 	GrantEdit      = "edit"
 	GrantAdmin     = "admin"
+	GrantSuggest   = "suggest" // propose operations and comment, not edit
 )
 
 // AllGrants lists every grant, in a stable order.
-var AllGrants = []string{GrantPublish, GrantSubscribe, GrantData, GrantEdit, GrantAdmin}
+var AllGrants = []string{GrantPublish, GrantSubscribe, GrantData, GrantEdit, GrantAdmin, GrantSuggest}
 
 // Error codes. They are stable: clients may switch on them.
 const (
@@ -302,7 +303,7 @@ func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message)
 // Bye tells the client the server ends the session.
 type Bye struct {
 	Envelope
-	Reason string `json:"reason"` // "shutdown", "removed", "left"
+	Reason string `json:"reason"` // "shutdown", "removed", "room_closed", "left"
 }
 
 // Data channel labels. The server creates them on the subscribe transport.
@@ -341,6 +342,101 @@ func Decode(raw []byte) (Envelope, error) {
 		return e, err
 	}
 	return e, nil
+}
+
+// Presence (PROTOCOL.md, "Presence"). Client to server: heartbeat,
+// activity, status, and presence as a query. Server to client: presence,
+// with the people it concerns (a push when someone changes, or the reply to
+// a query, which echoes its id).
+const (
+	TypeHeartbeat = "heartbeat"
+	TypeActivity  = "activity"
+	TypeStatus    = "status"
+	TypePresence  = "presence"
+)
+
+// Presence states and well-known activities.
+const (
+	PresenceOnline  = "online"
+	PresenceBusy    = "busy"
+	PresenceAway    = "away"
+	PresenceOffline = "offline"
+
+	ActivityInCall        = "in_call"
+	ActivityEditing       = "editing"
+	ActivityScreenSharing = "screen_sharing"
+	ActivityIdle          = "idle"
+)
+
+// HeartbeatInterval is how often clients should send heartbeat.
+const HeartbeatInterval = 15 // seconds
+
+// MaxPresenceQuery is the most identities one presence query may name.
+const MaxPresenceQuery = 100
+
+// Activity reports what this session is doing (in_call, editing,
+// screen_sharing, idle, or another short string; empty for nothing).
+type Activity struct {
+	Envelope
+	Activity string `json:"activity"`
+}
+
+// Status sets the person's explicit status for all their sessions: State
+// busy or away is kept while they are active anywhere; empty or online lets
+// their activity decide. Text is a free status text (at most 140
+// characters).
+type Status struct {
+	Envelope
+	State string `json:"state,omitempty"`
+	Text  string `json:"text,omitempty"`
+}
+
+// PresenceQuery asks for the presence of Identities, or, when none are
+// named, of everyone in Room (default: one's own room).
+type PresenceQuery struct {
+	Envelope
+	Identities []string `json:"identities,omitempty"`
+	Room       string   `json:"room,omitempty"`
+}
+
+// Person is one person's merged presence.
+type Person struct {
+	Identity string   `json:"identity"`
+	State    string   `json:"state"` // online, busy, away or offline
+	Text     string   `json:"text,omitempty"`
+	Activity string   `json:"activity,omitempty"`
+	Rooms    []string `json:"rooms,omitempty"`
+	Sessions int      `json:"sessions"`
+	LastSeen int64    `json:"last_seen,omitempty"` // Unix milliseconds
+	Version  uint64   `json:"version"`
+}
+
+// PresenceUpdate carries people's presence from the server.
+type PresenceUpdate struct {
+	Envelope
+	People []Person `json:"people"`
+}
+
+// Cluster mode (PROTOCOL.md, "Redirects").
+const (
+	// TypeRedirect, server to client, answers a join on a node that does
+	// not serve the room, or moves a joined session (drain, lost lease):
+	// the client connects to URL and joins again with the same token.
+	TypeRedirect = "redirect"
+	// CodeUnavailable refuses a join the cluster cannot place now (no
+	// live node, the shared store unreachable); retry with backoff.
+	CodeUnavailable = "unavailable"
+)
+
+// Redirect sends the client to the node that serves its room.
+type Redirect struct {
+	Envelope
+	// URL is the base URL of the node (http or https; the client derives
+	// its /ws address as from any server URL).
+	URL  string `json:"url"`
+	Room string `json:"room"`
+	// Reason is "placement" (answer to join), "drain" or "moved".
+	Reason string `json:"reason"`
 }
 
 // Simulcast qualities (layers), lowest first: the rid each layer is sent

@@ -115,16 +115,16 @@ type server struct {
 	log  *syncBuffer
 }
 
-// startServer runs `huddle serve --dev` on free loopback ports and waits
-// until /healthz answers 200. The process is stopped (SIGTERM, then
-// SIGKILL) when the test ends.
-func startServer(ctx context.Context, t *testing.T, bin string) *server {
+// startServer runs `huddle serve --dev` (plus extra flags) on free
+// loopback ports and waits until /healthz answers 200. The process is
+// stopped (SIGTERM, then SIGKILL) when the test ends.
+func startServer(ctx context.Context, t *testing.T, bin string, extra ...string) *server {
 	t.Helper()
 	httpPort := freePort(t, false)
 	udpPort := freePort(t, true)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort))
 	s := &server{base: "http://" + addr, log: &syncBuffer{}}
-	s.cmd = exec.Command(bin, "serve", "--dev", "--listen", addr, "--udp-port", strconv.Itoa(udpPort))
+	s.cmd = exec.Command(bin, append([]string{"serve", "--dev", "--listen", addr, "--udp-port", strconv.Itoa(udpPort)}, extra...)...)
 	// Anything the server writes relative to its working directory stays
 	// in the test's temporary directory.
 	s.cmd.Dir = t.TempDir()
