@@ -6,7 +6,7 @@ PKGS      := ./...
 TEST_DEBS := chromium iproute2 redis-server nftables
 SAMPLES   := signaling/bots/media
 
-.PHONY: build run test unit jstest e2e bench lint deps samples clean
+.PHONY: build run test unit jstest e2e netns bench lint deps samples clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/huddle
@@ -25,7 +25,7 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-test: deps build lint unit jstest e2e
+test: deps build lint unit jstest e2e netns
 
 unit:
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
@@ -38,6 +38,11 @@ jstest:
 e2e: build
 	$(GO) test -c -o bin/e2e.test ./web/e2e
 	unshare -n sh -c 'ip link set lo up && HUDDLE_BIN=$(CURDIR)/$(BIN) ./bin/e2e.test -test.v -test.timeout 5m'
+
+# netns runs the impaired-network tests (network namespaces, tc tbf, nft
+# loss; root) without the race detector, whose slowdown they cannot take.
+netns:
+	$(GO) test -count=1 -timeout 10m -v -run 'TestSimulcastAdaptsToRateLimit|TestREMBCapsPublisherWithoutSimulcast|TestNACKRecoversRandomLoss' ./signaling/bots/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

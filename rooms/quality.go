@@ -292,3 +292,40 @@ func (p *Participant) LayersWanted(track string, active [3]bool) {
 	}
 	p.sink.Send(msg)
 }
+
+// TrackQuality is what the server measures of one published track for
+// adaptation.
+type TrackQuality struct {
+	Room, SID, Participant, Kind string
+	// LayerBitrates is each layer's received bitrate, bits/s (a track
+	// without simulcast has only the first).
+	LayerBitrates [3]int
+	// REMB is the latest cap sent to the publisher, bits/s (0: none).
+	REMB             int64
+	KeyframeRequests uint64
+	Subscribers      int
+}
+
+// TrackQualities returns the adaptation figures of every published track.
+func (r *Registry) TrackQualities() []TrackQuality {
+	r.mu.Lock()
+	rms := make([]*Room, 0, len(r.rooms))
+	for _, rm := range r.rooms {
+		rms = append(rms, rm)
+	}
+	r.mu.Unlock()
+	now := time.Now()
+	var out []TrackQuality
+	for _, rm := range rms {
+		rm.mu.Lock()
+		for sid, t := range rm.tracks {
+			out = append(out, TrackQuality{
+				Room: rm.name, SID: sid, Participant: t.info.Participant, Kind: t.info.Kind,
+				LayerBitrates: t.up.LayerBitrates(now), REMB: t.up.REMB(),
+				KeyframeRequests: t.up.KeyframeRequests(), Subscribers: t.up.Subscribers(),
+			})
+		}
+		rm.mu.Unlock()
+	}
+	return out
+}

@@ -165,7 +165,8 @@ func (p *Peer) updateWantedLayers(ups []*UpTrack) {
 			continue
 		}
 		top := -1
-		for _, d := range *up.downs.Load() {
+		downs := *up.downs.Load()
+		for _, d := range downs {
 			if !d.Paused() {
 				top = max(top, d.MaxLayer())
 			}
@@ -175,6 +176,7 @@ func (p *Peer) updateWantedLayers(ups []*UpTrack) {
 			active[l] = true
 		}
 		if old := up.wanted.Swap(packLayers(active)); old != packLayers(active) {
+			p.log.Debug("layers wanted", "track", up.info.SID, "active", active, "subscribers", len(downs))
 			le.LayersWanted(up.info.SID, active)
 		}
 	}

@@ -77,8 +77,9 @@ type Peer struct {
 	pendingCands   map[string][]webrtc.ICECandidateInit
 	closed         bool
 
-	down downlink
-	quit chan struct{} // closed by Close: stops the allocator
+	down      downlink
+	quit      chan struct{} // closed by Close: stops the allocator
+	keyframes chan keyframeRequest
 
 	wg sync.WaitGroup
 }
@@ -104,6 +105,7 @@ func NewPeer(e *Engine, id string, events PeerEvents, channels []DataChannelSpec
 		downs:        map[string]*subscription{},
 		pendingCands: map[string][]webrtc.ICECandidateInit{},
 		quit:         make(chan struct{}),
+		keyframes:    make(chan keyframeRequest, 64),
 	}
 	sub, err := e.subscribeAPI.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
@@ -125,10 +127,23 @@ func NewPeer(e *Engine, id string, events PeerEvents, channels []DataChannelSpec
 		dc.OnMessage(func(m webrtc.DataChannelMessage) { events.DataMessage(label, m.Data) })
 		p.channels[label] = ch
 	}
-	p.wg.Add(2)
+	p.wg.Add(3)
 	go func() {
 		defer p.wg.Done()
 		p.runAllocator(bwe, p.quit)
+	}()
+	go func() {
+		defer p.wg.Done()
+		// Keyframe requests of this peer's published tracks, off the
+		// packet path.
+		for {
+			select {
+			case <-p.quit:
+				return
+			case r := <-p.keyframes:
+				r.l.sendPLI()
+			}
+		}
 	}()
 	go func() {
 		defer p.wg.Done()
@@ -343,6 +358,7 @@ func (p *Peer) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 	// find the group under the same lock.
 	up := newUpTrackGroup(info, rid != "", p.pub, extURIs)
 	up.stop = p.quit
+	up.keyframes = p.keyframes
 	l := up.addLayer(index, uint32(remote.SSRC()), remoteSource{remote})
 	p.layerTracks[l] = remote
 	p.ups[info.SID] = up

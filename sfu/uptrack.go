@@ -99,6 +99,9 @@ type UpTrack struct {
 	// stop, closed when the publisher's peer closes, ends readers that
 	// wait for a stream to come back (nil: they end at once).
 	stop <-chan struct{}
+	// keyframes, when set, takes keyframe requests to send, so that the
+	// packet path never waits on an RTCP write; nil sends them at once.
+	keyframes chan<- keyframeRequest
 
 	muted       atomic.Bool
 	remb        atomic.Int64  // the latest REMB sent to the publisher, bits/s
@@ -344,7 +347,23 @@ func (l *layer) requestKeyframe(now int64) {
 		return
 	}
 	u.keyRequests.Add(1)
-	_ = u.rtcp.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: l.ssrc.Load()}})
+	if u.keyframes == nil {
+		l.sendPLI()
+		return
+	}
+	select {
+	case u.keyframes <- keyframeRequest{l}:
+	default:
+		l.lastKeyReq.Store(last) // full: let the next packet ask again
+	}
+}
+
+// keyframeRequest is a PLI to send for a layer.
+type keyframeRequest struct{ l *layer }
+
+// sendPLI asks the publisher for a keyframe of the layer.
+func (l *layer) sendPLI() {
+	_ = l.up.rtcp.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: l.ssrc.Load()}})
 }
 
 // REMB returns the bitrate the publisher was last capped at with REMB

@@ -21,7 +21,13 @@ var (
 	descJitter     = prometheus.NewDesc("huddle_participant_jitter_seconds", "Worst interarrival jitter in the participant's receiver reports.", qualityLabels, nil)
 	descLayer      = prometheus.NewDesc("huddle_participant_layer", "Simulcast layer received per video track: 0 q, 1 h, 2 f, -1 none.", append(qualityLabels, "track"), nil)
 	layerIndex     = map[string]float64{"q": 0, "h": 1, "f": 2}
-	qualityMetrics = []*prometheus.Desc{descScore, descEstimate, descNACKs, descPLIs, descLoss, descRTT, descJitter, descLayer}
+	trackLabels    = []string{"room", "track", "participant", "kind"}
+	descTrackRate  = prometheus.NewDesc("huddle_track_bitrate_bps", "Bitrate received from the publisher per simulcast layer (q, h, f; a track without simulcast is q), bits per second.", append(trackLabels, "layer"), nil)
+	descTrackREMB  = prometheus.NewDesc("huddle_track_remb_bps", "Latest REMB cap sent to the publisher of a track without simulcast, bits per second.", trackLabels, nil)
+	descTrackPLIs  = prometheus.NewDesc("huddle_track_keyframe_requests_total", "Keyframe requests (PLI) sent to the publisher.", trackLabels, nil)
+	descTrackSubs  = prometheus.NewDesc("huddle_track_subscribers", "Subscribers of the track.", trackLabels, nil)
+	qualityMetrics = []*prometheus.Desc{descScore, descEstimate, descNACKs, descPLIs, descLoss, descRTT, descJitter, descLayer,
+		descTrackRate, descTrackREMB, descTrackPLIs, descTrackSubs}
 )
 
 func (c qualityCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -31,6 +37,17 @@ func (c qualityCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c qualityCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, t := range c.reg.TrackQualities() {
+		l := []string{t.Room, t.SID, t.Participant, t.Kind}
+		for i, name := range []string{"q", "h", "f"} {
+			if t.LayerBitrates[i] > 0 {
+				ch <- prometheus.MustNewConstMetric(descTrackRate, prometheus.GaugeValue, float64(t.LayerBitrates[i]), append(l, name)...)
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(descTrackREMB, prometheus.GaugeValue, float64(t.REMB), l...)
+		ch <- prometheus.MustNewConstMetric(descTrackPLIs, prometheus.CounterValue, float64(t.KeyframeRequests), l...)
+		ch <- prometheus.MustNewConstMetric(descTrackSubs, prometheus.GaugeValue, float64(t.Subscribers), l...)
+	}
 	for _, rq := range c.reg.Quality() {
 		for sid, q := range rq.Participants {
 			l := []string{rq.Room, sid, q.Identity}

@@ -46,7 +46,8 @@ func TestQualityMessagesAndMetrics(t *testing.T) {
 	}
 	body, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	for _, want := range []string{`huddle_participant_quality_score{identity="bob"`, `huddle_participant_estimate_bps{identity="bob"`} {
+	for _, want := range []string{`huddle_participant_quality_score{identity="bob"`, `huddle_participant_estimate_bps{identity="bob"`,
+		`huddle_track_bitrate_bps{kind="video",layer="q"`, `huddle_track_subscribers{kind="audio"`} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

@@ -200,6 +200,10 @@ func startServerAt(t testing.TB, host string, args ...string) string {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
+		if t.Failed() {
+			// A goroutine dump in the log shows where a stuck server is.
+			_ = cmd.Process.Signal(syscall.SIGQUIT)
+		}
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:

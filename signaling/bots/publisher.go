@@ -34,7 +34,12 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 	// are not sent.
 	var paused [3]atomic.Bool
 	var keyReqs [3]atomic.Pointer[atomic.Bool]
+	var videoSID atomic.Pointer[string]
 	onLayers := func(m *protocol.Layers) {
+		if sid := videoSID.Load(); sid == nil || *sid != m.Track {
+			return // not (yet) known as our simulcast track
+		}
+		e.cfg.Logger.Debug("bots: layers to send", "bot", spec.identity, "active", m.Active)
 		for i := range paused {
 			on := slices.Contains(m.Active, layerName(i))
 			if paused[i].Swap(!on) && on {
@@ -156,6 +161,9 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 		}
 	}
 	layerSSRCs.Store(&reqs)
+	if e.layers[0] != nil && e.video != nil {
+		videoSID.Store(&sids[0])
+	}
 
 	// Sending stops at the end of the run, or when the server ends the
 	// session (bye, a dropped socket).
