@@ -349,7 +349,10 @@ func TestSendAndReceiveOverLoopback(t *testing.T) {
 	wg.Wait()
 
 	frames := elapsed.Seconds() * 30
-	if perFrame := float64(sent.packets) / frames; perFrame < 1 || perFrame > 3 {
+	// Paced, not bursted (at most 3 packets per 30 fps frame of wall time);
+	// the low bound only catches a stalled sender: a loaded machine (CI
+	// runs packages in parallel under the race detector) sends late.
+	if perFrame := float64(sent.packets) / frames; perFrame < 0.3 || perFrame > 3 {
 		t.Errorf("sent %d packets in %v: %.1f per frame at 30 fps", sent.packets, elapsed, perFrame)
 	}
 	st.mu.Lock()

@@ -373,7 +373,9 @@ func TestRunWithFakeSFU(t *testing.T) {
 	if r.RecvPackets == 0 || r.LostPackets != 0 || r.SentPackets == 0 {
 		t.Errorf("sent %d received %d lost %d", r.SentPackets, r.RecvPackets, r.LostPackets)
 	}
-	if r.LatencyMS.P50 <= 0 || r.LatencyMS.P99 > 200 {
+	// A bound that catches packets held back, not a benchmark: under the
+	// race detector on a loaded machine p99 reaches a few hundred ms.
+	if r.LatencyMS.P50 <= 0 || r.LatencyMS.P99 > 2000 {
 		t.Errorf("latency %+v", r.LatencyMS)
 	}
 	if r.JoinMS.P50 <= 0 || r.FirstMediaMS.P50 < r.JoinMS.P50 {
