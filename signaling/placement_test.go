@@ -3,6 +3,7 @@ package signaling_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http/httptest"
@@ -81,5 +82,37 @@ func TestPlacementRedirect(t *testing.T) {
 	_, err = client.Dial(ctx, loop, token(t, "standup", "ada", protocol.GrantSubscribe), client.Options{LoopbackOnly: true})
 	if err == nil {
 		t.Fatal("a redirect loop ended in a join")
+	}
+}
+
+// listingPlacement serves every room here and lists fixed nodes.
+type listingPlacement []string
+
+func (listingPlacement) Place(context.Context, string) (string, error) { return "", nil }
+
+func (l listingPlacement) NodeURLs(context.Context) ([]string, error) { return l, nil }
+
+// TestJoinedNodes: in cluster mode joined lists the live nodes (where a
+// client can join again when its node dies); outside it, nothing.
+func TestJoinedNodes(t *testing.T) {
+	nodes := listingPlacement{"http://10.0.0.1:7800", "http://10.0.0.2:7800"}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		pl   signaling.Placement
+		want string
+	}{
+		{nodes, "[http://10.0.0.1:7800 http://10.0.0.2:7800]"},
+		{placeFunc(func(string) (string, error) { return "", nil }), "[]"},
+	} {
+		base := startPlacedServer(t, tc.pl)
+		c, err := client.Dial(ctx, base, token(t, "standup", "ada", protocol.GrantSubscribe), client.Options{LoopbackOnly: true})
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		if got := fmt.Sprint(c.Joined().Nodes); got != tc.want {
+			t.Errorf("joined nodes = %s; want %s", got, tc.want)
+		}
+		_ = c.Close()
 	}
 }

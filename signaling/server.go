@@ -79,6 +79,12 @@ type Placement interface {
 	Place(ctx context.Context, room string) (string, error)
 }
 
+// NodeLister is optionally implemented by a Placement (rooms/cluster
+// does): the base URLs of the live nodes, sent in joined as nodes.
+type NodeLister interface {
+	NodeURLs(ctx context.Context) ([]string, error)
+}
+
 // placeTimeout bounds one placement decision.
 const placeTimeout = 5 * time.Second
 
@@ -544,6 +550,7 @@ func (c *conn) join(m *protocol.Join) {
 	if !c.place(m.ID, claims.Room) {
 		return
 	}
+	nodes := c.nodes()
 	auto := m.AutoSubscribe == nil || *m.AutoSubscribe
 	p, joined, err := c.srv.cfg.Registry.Join(rooms.JoinRequest{
 		Room: claims.Room, Identity: claims.Identity, Name: claims.Name, Metadata: m.Metadata,
@@ -556,6 +563,7 @@ func (c *conn) join(m *protocol.Join) {
 	c.p = p
 	c.log = c.log.With("room", claims.Room, "identity", claims.Identity)
 	joined.ID = m.ID
+	joined.Nodes = nodes
 	c.Send(joined)
 	_ = c.ws.SetReadDeadline(time.Now().Add(pongTimeout))
 	p.Start()
@@ -587,6 +595,23 @@ func (c *conn) place(id, room string) bool {
 	c.Send(&protocol.Redirect{Envelope: protocol.Envelope{Type: protocol.TypeRedirect, ID: id}, URL: url, Room: room, Reason: "placement"})
 	c.Close()
 	return false
+}
+
+// nodes lists the cluster's live nodes for joined (nil outside cluster
+// mode, or when Redis does not answer: the list is a hint).
+func (c *conn) nodes() []string {
+	nl, ok := c.srv.cfg.Placement.(NodeLister)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), placeTimeout)
+	defer cancel()
+	urls, err := nl.NodeURLs(ctx)
+	if err != nil {
+		c.log.Warn("list the cluster's nodes", "err", err)
+		return nil
+	}
+	return urls
 }
 
 // registryCollector exports the registry's gauges and counters at scrape

@@ -20,6 +20,20 @@ if (givenToken) {
   history.replaceState(null, '', location.pathname + (q ? `?${q}` : ''));
 }
 
+// A page loaded by a failover carries the dead node it left (lost), and in
+// dev mode the tab's identity (session storage is per origin).
+const lostNode = params.get('lost');
+if (params.has('identity')) {
+  try {
+    sessionStorage.setItem('huddle.identity', params.get('identity'));
+  } catch {
+    // not remembered: the dev token gets a new identity
+  }
+  params.delete('identity');
+  const q = params.toString();
+  history.replaceState(null, '', location.pathname + (q ? `?${q}` : ''));
+}
+
 const meetingLink = `${location.origin}/r/${encodeURIComponent(room)}`;
 
 /** What this page sends: tracks from getUserMedia and getDisplayMedia. */
@@ -36,6 +50,8 @@ const tiles = new Map();
 /** Automatic rejoins after a lost connection, counted per tab. */
 const RETRIES_KEY = 'huddle.rejoins';
 const MAX_AUTO_REJOIN = 6;
+/** Joins retried while a dead node's room lease runs out (about 25 s). */
+const MAX_PLACEMENT_WAITS = 8;
 
 // ---------------------------------------------------------------------------
 // Test and console hooks
@@ -195,15 +211,28 @@ async function start() {
   try {
     let token = givenToken;
     if (!token) token = await devTokenForTab();
-    // ?ice=relay connects through the server's TURN relay only (to check TURN).
-    client = await connect({
-      token,
-      room,
-      iceTransportPolicy: params.get('ice') === 'relay' ? 'relay' : 'all',
-      followRedirects: false, // the page moves to the node instead (its CSP allows only its own origin)
-    });
+    for (let attempt = 0; ; attempt++) {
+      try {
+        // ?ice=relay connects through the server's TURN relay only (to check TURN).
+        client = await connect({
+          token,
+          room,
+          iceTransportPolicy: params.get('ice') === 'relay' ? 'relay' : 'all',
+          followRedirects: false, // the page moves to the node instead (its CSP allows only its own origin)
+        });
+        break;
+      } catch (err) {
+        // The room's node died: until its lease runs out the cluster cannot
+        // place the room (unavailable) or still names the dead node. Wait.
+        const deadOwner = err.code === 'redirect' && lostNode && sameOrigin(err.url, lostNode);
+        if (!(err.code === 'unavailable' || deadOwner) || attempt >= MAX_PLACEMENT_WAITS) throw err;
+        overlay('Connection lost', 'Moving the call to another server…');
+        await new Promise((resolve) => setTimeout(resolve, Math.min(500 * 2 ** attempt, 4000)));
+      }
+    }
+    $('overlay').hidden = true;
   } catch (err) {
-    if (err.code === 'redirect' && rejoinPage(err.url)) return;
+    if (err.code === 'redirect' && !(lostNode && sameOrigin(err.url, lostNode)) && rejoinPage(err.url)) return;
     console.error('huddle: join failed:', err);
     setState('failed', err.code ?? 'error');
     const final = fatalJoinError(err.code) || err.code === 'no_token';
@@ -214,8 +243,9 @@ async function start() {
   window.huddle.doc = mountDoc(client, { toast });
   setState('joined');
   sessionStorage.removeItem(RETRIES_KEY);
-  if (params.has('hop')) {
+  if (params.has('hop') || params.has('lost')) {
     params.delete('hop');
+    params.delete('lost');
     const q = params.toString();
     history.replaceState(null, '', location.pathname + (q ? `?${q}` : ''));
   }
@@ -300,16 +330,57 @@ function wire(c) {
       // The node may have died: a cluster places the room elsewhere once
       // its lease expires. Join again with backoff (1, 2, 4 … 10 s), a few
       // times.
-      const tries = Number(sessionStorage.getItem(RETRIES_KEY) || 0);
-      if (tries < MAX_AUTO_REJOIN) {
-        overlay('Connection lost', 'Reconnecting…');
-        sessionStorage.setItem(RETRIES_KEY, String(tries + 1));
-        setTimeout(rejoinPage, Math.min(1000 * 2 ** tries, 10000));
-      } else {
-        overlay('Connection lost', 'The connection to the server was lost.');
-      }
+      reconnectLater();
     }
   });
+}
+
+// reconnectLater joins again after a lost connection, with backoff (1, 2,
+// 4 … 10 s), a few times: from this server when it answers, else (it
+// died) from another live node of the cluster, which places the room
+// again once the dead node's lease expires.
+function reconnectLater() {
+  const tries = Number(sessionStorage.getItem(RETRIES_KEY) || 0);
+  if (tries >= MAX_AUTO_REJOIN) {
+    overlay('Connection lost', 'The connection to the server was lost.');
+    return;
+  }
+  overlay('Connection lost', 'Reconnecting…');
+  sessionStorage.setItem(RETRIES_KEY, String(tries + 1));
+  setTimeout(async () => {
+    if (await answers('/healthz')) {
+      rejoinPage();
+      return;
+    }
+    const others = (client?.nodes ?? []).filter((u) => !sameOrigin(u, location.origin));
+    if (others.length) {
+      // Another origin: the page cannot check it first (its CSP allows
+      // only its own origin), so pick one at random.
+      const node = others[Math.floor(Math.random() * others.length)];
+      console.warn(`huddle: ${location.origin} does not answer; joining again from ${node}`);
+      rejoinPage(node, location.origin);
+      return;
+    }
+    reconnectLater();
+  }, Math.min(1000 * 2 ** tries, 10000));
+}
+
+// answers tells whether this page's server answers path within 2 s.
+async function answers(path) {
+  try {
+    const res = await fetch(path, { cache: 'no-store', signal: AbortSignal.timeout(2000) });
+    return res.ok;
+  } catch {
+    return false;
+  }
+}
+
+function sameOrigin(a, b) {
+  try {
+    return new URL(a).origin === new URL(b).origin;
+  } catch {
+    return false;
+  }
 }
 
 // devTokenForTab gets a dev token whose identity stays the same for this
@@ -335,9 +406,17 @@ async function devTokenForTab() {
 // join anew: from node (a cluster node's base URL, where the room moved)
 // or from this server (the node went away). It refuses (false) after a
 // few hops in a row, so that placement that keeps moving cannot loop.
-function rejoinPage(node) {
+// lost names a dead node the page leaves (the next page waits for the
+// room's lease there to expire). Without a token, the dev identity goes
+// along.
+function rejoinPage(node, lost) {
   const q = new URLSearchParams(params);
   if (givenToken) q.set('token', givenToken);
+  if (lost) q.set('lost', lost);
+  if (node && !givenToken && !sameOrigin(node, location.origin)) {
+    const identity = client?.you?.identity || sessionStorage.getItem('huddle.identity');
+    if (identity) q.set('identity', identity);
+  }
   const hops = Number(q.get('hop') || 0);
   if (node) {
     if (hops >= 4) return false;

@@ -572,6 +572,8 @@ export class Client extends Emitter {
     this.followRedirects = followRedirects;
     this.maxDataMessage = 16384;
     this.server = null;
+    /** nodes, in cluster mode, are the live nodes' base URLs (from joined). */
+    this.nodes = [];
     this.rtt = null;
 
     this.ws = null;
@@ -824,6 +826,7 @@ export class Client extends Emitter {
     this.iceServers = Array.isArray(m.ice_servers) ? m.ice_servers : [];
     if (m.max_data_message > 0) this.maxDataMessage = m.max_data_message;
     this.server = m.server ?? null;
+    this.nodes = Array.isArray(m.nodes) ? m.nodes.filter((u) => typeof u === 'string') : [];
     this._setConnection('joined');
     this._settle(m.id, (p) => p.resolve(m));
     // A server that does not echo the id still answers the one join.

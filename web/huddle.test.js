@@ -287,6 +287,7 @@ test('Client joins, surfaces server events and answers pings', async () => {
   const c = await p;
   assert.equal(c.you.name, 'Ada');
   assert.deepEqual(c.iceServers, JOINED.ice_servers);
+  assert.deepEqual(c.nodes, []); // not a cluster
   assert.equal(c.connectionState, 'joined');
 
   const events = [];
@@ -372,9 +373,11 @@ test('Client follows a redirect to the node that serves the room', async () => {
   assert.notEqual(second, first);
   assert.equal(second.url, 'ws://b:7800/ws');
   assert.equal(second.sent[0].type, 'join');
-  second.serve({ ...JOINED, id: second.sent[0].id });
+  second.serve({ ...JOINED, id: second.sent[0].id, nodes: ['http://a:7800', 'http://b:7800', 7] });
   const c = await p;
   assert.equal(c.connectionState, 'joined');
+  // The cluster's live nodes, where to go when this one dies.
+  assert.deepEqual(c.nodes, ['http://a:7800', 'http://b:7800']);
   // A joined session that moves ends, remembering where to go.
   const moved = [];
   c.on('redirect', (r) => moved.push(r));

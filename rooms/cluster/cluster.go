@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"math"
 	mrand "math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -251,6 +252,24 @@ func (c *Cluster) Nodes(ctx context.Context) ([]Node, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+// NodeURLs lists the base URLs of the live nodes that are not draining
+// (sorted): where a client can join again when its node dies.
+func (c *Cluster) NodeURLs(ctx context.Context) ([]string, error) {
+	nodes, err := c.Nodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var urls []string
+	for _, n := range nodes {
+		if n.Draining || n.URL == "" || (n.ID == c.cfg.NodeID && c.isDraining()) {
+			continue
+		}
+		urls = append(urls, n.URL)
+	}
+	slices.Sort(urls)
+	return slices.Compact(urls), nil
 }
 
 // Owner returns the node id and fencing token of room's lease, or "" when

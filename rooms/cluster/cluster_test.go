@@ -222,3 +222,28 @@ func TestDrainAndRelease(t *testing.T) {
 		t.Fatalf("Nodes = %+v, %v", ns, err)
 	}
 }
+
+// TestNodeURLs lists the live nodes that take rooms: a draining node and a
+// dead one (once its registration expired) are left out.
+func TestNodeURLs(t *testing.T) {
+	addr := redistest.Start(t)
+	a, b, c := join(t, addr, "a"), join(t, addr, "b"), join(t, addr, "c")
+	ctx := context.Background()
+	urls, err := a.NodeURLs(ctx)
+	if err != nil || fmt.Sprint(urls) != "[http://a.test http://b.test http://c.test]" {
+		t.Fatalf("NodeURLs = %v, %v; want the three nodes", urls, err)
+	}
+	if err := b.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.kill()
+	killed := time.Now()
+	for time.Since(killed) < 3*testTTL {
+		if urls, err = a.NodeURLs(ctx); err == nil && fmt.Sprint(urls) == "[http://a.test]" {
+			t.Logf("the dead node left the list %v after the kill", time.Since(killed).Round(time.Millisecond))
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("NodeURLs = %v, %v; want only a (b drains, c is dead)", urls, err)
+}

@@ -163,6 +163,9 @@ type Joined struct {
 	// MaxDataMessage is the largest message accepted on the data channel,
 	// in bytes.
 	MaxDataMessage int `json:"max_data_message"`
+	// Nodes, in cluster mode, are the base URLs of the live nodes, where a
+	// client whose node dies can join again.
+	Nodes []string `json:"nodes,omitempty"`
 }
 
 // TrackInfo is the publisher's description of a track it is about to send,
