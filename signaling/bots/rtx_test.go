@@ -26,10 +26,10 @@ func (l *loseVideo) BindLocalStream(info *interceptor.StreamInfo, w interceptor.
 	if !strings.HasPrefix(strings.ToLower(info.MimeType), "video/") {
 		return w
 	}
-	var count uint64
+	var count atomic.Uint64 // the sender and the NACK responder write
 	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
 		if h.SSRC == info.SSRC {
-			if count++; count%l.n == 0 {
+			if count.Add(1)%l.n == 0 {
 				l.dropped.Add(1)
 				return len(payload), nil
 			}
