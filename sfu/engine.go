@@ -183,7 +183,11 @@ func NewEngine(cfg Config) (*Engine, error) {
 // not installed.
 func newAPI(se webrtc.SettingEngine, publish bool, bwe interceptor.Factory) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
+	register := m.RegisterDefaultCodecs
+	if publish {
+		register = func() error { return registerCodecsWithoutRTX(m) }
+	}
+	if err := register(); err != nil {
 		return nil, fmt.Errorf("sfu: register codecs: %w", err)
 	}
 	for _, ext := range []struct {
@@ -278,4 +282,55 @@ func (e *Engine) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// registerCodecsWithoutRTX registers Pion's default codecs (same payload
+// types) but no RTX, for the publish side. The SFU answers NACKs from its
+// own history and never unwraps RTX; and with RTX negotiated, a simulcast
+// publisher that puts the rid instead of the repair rid on its RTX packets
+// (Pion's NACK responder copies the header of the original packet) makes
+// Pion take the RTX stream for a new stream of that rid: the layer's real
+// packets are then no longer read and its video stops for every
+// subscriber. Without RTX, retransmissions come on the layer's own SSRC.
+func registerCodecsWithoutRTX(m *webrtc.MediaEngine) error {
+	videoFB := []webrtc.RTCPFeedback{{Type: "goog-remb"}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}
+	audio := []webrtc.RTPCodecParameters{
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}, PayloadType: 111},
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeG722, ClockRate: 8000}, PayloadType: 9},
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000}, PayloadType: 0},
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMA, ClockRate: 8000}, PayloadType: 8},
+	}
+	for _, c := range audio {
+		if err := m.RegisterCodec(c, webrtc.RTPCodecTypeAudio); err != nil {
+			return err
+		}
+	}
+	h264 := func(mode int, profile string) string {
+		return fmt.Sprintf("level-asymmetry-allowed=1;packetization-mode=%d;profile-level-id=%s", mode, profile)
+	}
+	video := []struct {
+		mime string
+		fmtp string
+		pt   webrtc.PayloadType
+	}{
+		{webrtc.MimeTypeVP8, "", 96},
+		{webrtc.MimeTypeH264, h264(1, "42001f"), 102},
+		{webrtc.MimeTypeH264, h264(0, "42001f"), 104},
+		{webrtc.MimeTypeH264, h264(1, "42e01f"), 106},
+		{webrtc.MimeTypeH264, h264(0, "42e01f"), 108},
+		{webrtc.MimeTypeH264, h264(1, "4d001f"), 127},
+		{webrtc.MimeTypeH264, h264(0, "4d001f"), 39},
+		{webrtc.MimeTypeH265, "", 116},
+		{webrtc.MimeTypeAV1, "", 45},
+		{webrtc.MimeTypeVP9, "profile-id=0", 98},
+		{webrtc.MimeTypeVP9, "profile-id=2", 100},
+		{webrtc.MimeTypeH264, h264(1, "64001f"), 112},
+	}
+	for _, v := range video {
+		c := webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: v.mime, ClockRate: 90000, SDPFmtpLine: v.fmtp, RTCPFeedback: videoFB}, PayloadType: v.pt}
+		if err := m.RegisterCodec(c, webrtc.RTPCodecTypeVideo); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -326,7 +326,12 @@ func (p *Peer) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 			// its receiver: the layer's reader goes on with the track it
 			// is given now.
 			if old := up.layer(int32(index)); old != nil {
-				old.ssrc.Store(uint32(remote.SSRC()))
+				if prev := old.ssrc.Swap(uint32(remote.SSRC())); prev != uint32(remote.SSRC()) {
+					// Pion gives a stream with an SSRC not in the offer
+					// to the rid it carries: the publisher sent another
+					// stream (RTX, FEC) with this rid, or restarted it.
+					p.log.Warn("simulcast layer now read from another SSRC", "rid", rid, "ssrc", prev, "new_ssrc", uint32(remote.SSRC()))
+				}
 				if p.layerTracks[old] != remote {
 					p.layerTracks[old] = remote
 					old.replaceSource(remoteSource{remote})

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/huddle-rtc/huddle/signaling/auth"
@@ -86,6 +87,9 @@ type Config struct {
 	// run goes on.
 	Progress io.Writer
 	Logger   *slog.Logger
+
+	// interceptors are added to the bots' API nearest the wire (tests).
+	interceptors []interceptor.Factory
 }
 
 func (c *Config) setDefaults() error {
@@ -257,7 +261,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Timeline != nil {
 		e.timeline = &timeline{w: cfg.Timeline}
 	}
-	if e.api, err = client.NewAPI(client.APIOptions{LoopbackOnly: *cfg.LoopbackOnly}); err != nil {
+	if e.api, err = client.NewAPI(client.APIOptions{LoopbackOnly: *cfg.LoopbackOnly, Interceptors: cfg.interceptors}); err != nil {
 		return nil, err
 	}
 

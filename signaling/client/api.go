@@ -22,6 +22,9 @@ type APIOptions struct {
 	LoopbackOnly bool
 	// Configure, when set, adjusts the SettingEngine last.
 	Configure func(*webrtc.SettingEngine)
+	// Interceptors are added before the default ones: they see outgoing
+	// packets last, nearest the wire (tests use one to lose packets).
+	Interceptors []interceptor.Factory
 }
 
 // NewAPI returns a Pion API with the default codecs (Opus, VP8, VP9,
@@ -43,6 +46,9 @@ func NewAPI(o APIOptions) (*webrtc.API, error) {
 		}
 	}
 	reg := &interceptor.Registry{}
+	for _, f := range o.Interceptors {
+		reg.Add(f)
+	}
 	if err := webrtc.RegisterDefaultInterceptors(m, reg); err != nil {
 		return nil, fmt.Errorf("client: register interceptors: %w", err)
 	}
