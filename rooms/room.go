@@ -203,6 +203,15 @@ func (r *Registry) Join(req JoinRequest, sink Sink) (*Participant, *protocol.Joi
 		return nil, nil, &protocol.Error{Code: protocol.CodeInternal, Message: "cannot create transports"}
 	}
 	p.peer = peer
+	// A refused join closes its transports after the room's lock is
+	// released (this defer runs after the unlock deferred below), and
+	// before Join returns, so no goroutine outlives it.
+	var refused *sfu.Peer
+	defer func() {
+		if refused != nil {
+			_ = refused.Close()
+		}
+	}()
 
 	r.mu.Lock()
 	rm := r.rooms[req.Room]
@@ -216,7 +225,7 @@ func (r *Registry) Join(req JoinRequest, sink Sink) (*Participant, *protocol.Joi
 	r.mu.Unlock()
 	defer rm.mu.Unlock()
 	if len(rm.participants) >= r.cfg.MaxParticipants {
-		go peer.Close()
+		refused = peer
 		return nil, nil, &protocol.Error{Code: protocol.CodeRoomFull, Message: fmt.Sprintf("room %q has %d participants, the maximum", req.Room, len(rm.participants))}
 	}
 	p.room = rm
