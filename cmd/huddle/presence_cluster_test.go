@@ -15,8 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
+	"github.com/huddle-rtc/huddle/internal/redistest"
 	"github.com/huddle-rtc/huddle/signaling/auth"
 	"github.com/huddle-rtc/huddle/signaling/client"
 	"github.com/huddle-rtc/huddle/signaling/protocol"
@@ -40,45 +39,8 @@ func freePort(t *testing.T, udp bool) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// startRedis runs a throwaway redis-server on a free loopback port.
-func startRedis(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("redis-server is not on PATH; CI must install it (`make deps`)")
-		}
-		t.Skip("redis-server is not on PATH; `make deps` installs it")
-	}
-	port := freePort(t, false)
-	dir := t.TempDir()
-	log := &lockedBuffer{}
-	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--save", "", "--appendonly", "no", "--dir", dir)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server on %s does not answer: %v\n%s", addr, err, log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// startRedis runs a throwaway redis-server (internal/redistest).
+func startRedis(t *testing.T) string { return redistest.Start(t) }
 
 // huddleBinary returns $HUDDLE_BIN or builds the command into a temporary
 // directory.
