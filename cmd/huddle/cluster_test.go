@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,17 +25,6 @@ import (
 	"github.com/huddle-rtc/huddle/signaling/client"
 	"github.com/huddle-rtc/huddle/signaling/protocol"
 )
-
-// buildHuddle builds this command into the test's temporary directory.
-func buildHuddle(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "huddle")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 type lockedBuffer struct {
 	mu sync.Mutex
@@ -66,9 +54,9 @@ type clusterNode struct {
 
 func startNode(t *testing.T, bin, redisAddr, id string, leaseTTL time.Duration) *clusterNode {
 	t.Helper()
-	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freeTCPPort(t, false)))
+	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, false)))
 	n := &clusterNode{id: id, url: "http://" + listen, log: &lockedBuffer{}, exited: make(chan error, 1)}
-	n.cmd = exec.Command(bin, "serve", "--dev", "--listen", listen, "--udp-port", strconv.Itoa(freeTCPPort(t, true)),
+	n.cmd = exec.Command(bin, "serve", "--dev", "--listen", listen, "--udp-port", strconv.Itoa(freePort(t, true)),
 		"--turn=false", "--redis", "redis://"+redisAddr+"/0", "--node-id", id, "--lease-ttl", leaseTTL.String(),
 		"--data-dir", t.TempDir(), "--log-level", "info")
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
@@ -283,7 +271,7 @@ func TestCluster(t *testing.T) {
 		t.Skip("starts three server processes")
 	}
 	addr := redistest.Start(t)
-	bin := buildHuddle(t)
+	bin := huddleBinary(t)
 	const leaseTTL = 3 * time.Second
 	nodes := []*clusterNode{
 		startNode(t, bin, addr, "n1", leaseTTL), startNode(t, bin, addr, "n2", leaseTTL), startNode(t, bin, addr, "n3", leaseTTL),
@@ -489,7 +477,7 @@ func TestClusterBots(t *testing.T) {
 		t.Skip("starts three server processes")
 	}
 	addr := redistest.Start(t)
-	bin := buildHuddle(t)
+	bin := huddleBinary(t)
 	var urls []string
 	for _, id := range []string{"n1", "n2", "n3"} {
 		urls = append(urls, startNode(t, bin, addr, id, 3*time.Second).url)
@@ -576,7 +564,7 @@ func TestClusterStall(t *testing.T) {
 		t.Skip("starts server processes")
 	}
 	addr := redistest.Start(t)
-	bin := buildHuddle(t)
+	bin := huddleBinary(t)
 	const leaseTTL = 2 * time.Second
 	nodes := []*clusterNode{startNode(t, bin, addr, "n1", leaseTTL), startNode(t, bin, addr, "n2", leaseTTL)}
 	byURL := map[string]*clusterNode{nodes[0].url: nodes[0], nodes[1].url: nodes[1]}
@@ -697,7 +685,7 @@ func TestClusterBotsFailover(t *testing.T) {
 		t.Skip("starts three server processes")
 	}
 	addr := redistest.Start(t)
-	bin := buildHuddle(t)
+	bin := huddleBinary(t)
 	var nodes []*clusterNode
 	var urls []string
 	for _, id := range []string{"n1", "n2", "n3"} {

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,10 +33,7 @@ func TestKill9LosesNoAcknowledgedOperation(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and kills the server")
 	}
-	bin := filepath.Join(t.TempDir(), "huddle")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := huddleBinary(t)
 	dataDir := t.TempDir()
 	api, err := client.NewAPI(client.APIOptions{LoopbackOnly: true})
 	if err != nil {
@@ -134,7 +130,7 @@ type huddleProc struct {
 // documents in dataDir; the test's cleanup kills it if still running.
 func startHuddle(t *testing.T, bin, dataDir string) *huddleProc {
 	t.Helper()
-	httpPort, udpPort := freeLoopbackPort(t, "tcp"), freeLoopbackPort(t, "udp")
+	httpPort, udpPort := freePort(t, false), freePort(t, true)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort))
 	var log bytes.Buffer
 	var logMu sync.Mutex
@@ -178,24 +174,6 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
-}
-
-func freeLoopbackPort(t *testing.T, network string) int {
-	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // durEditor inserts tokens "<name:seq>" at the start or the end of its

@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,41 +19,8 @@ import (
 	"github.com/huddle-rtc/huddle/signaling/protocol"
 )
 
-func freePort(t *testing.T, udp bool) int {
-	t.Helper()
-	if udp {
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // startRedis runs a throwaway redis-server (internal/redistest).
 func startRedis(t *testing.T) string { return redistest.Start(t) }
-
-// huddleBinary returns $HUDDLE_BIN or builds the command into a temporary
-// directory.
-func huddleBinary(t *testing.T) string {
-	t.Helper()
-	if bin := os.Getenv("HUDDLE_BIN"); bin != "" {
-		return bin
-	}
-	bin := filepath.Join(t.TempDir(), "huddle")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 type node struct {
 	name   string

@@ -19,36 +19,12 @@ import (
 	"github.com/huddle-rtc/huddle/turn"
 )
 
-// freeTCPPort returns a loopback port free now (for UDP too when udp).
-func freeTCPPort(t *testing.T, udp bool) int {
-	t.Helper()
-	for range 20 {
-		l, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		if !udp {
-			l.Close()
-			return port
-		}
-		c, err := net.ListenPacket("udp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		l.Close()
-		if err == nil {
-			c.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
-}
-
 // runServe runs `huddle serve` in process with f on free loopback ports
 // and returns its base URL; it stops when the test ends.
 func runServe(t *testing.T, f serveFlags) string {
 	t.Helper()
-	f.listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(freeTCPPort(t, false)))
-	f.udpPort = freeTCPPort(t, true)
+	f.listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, false)))
+	f.udpPort = freePort(t, true)
 	f.dev = true
 	f.logLevel = "warn"
 	f.maxData = 16 << 10
