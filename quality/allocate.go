@@ -21,7 +21,10 @@ type Track struct {
 type AllocatorConfig struct {
 	// Hold is how long the path must be free of congestion before a probe
 	// for a higher layer (default 2 s); after a failed probe the wait
-	// doubles up to MaxBackoff (default 8 s).
+	// doubles up to MaxBackoff (default 4 s). The backoff bounds how late
+	// the first probe after a bottleneck clears can come; failed probes
+	// stop at the first sign of a queue, so probing that often costs a
+	// limited path little.
 	Hold       time.Duration
 	MaxBackoff time.Duration
 	// ProbeTime is how long a probe lasts (default 2 s).
@@ -40,7 +43,7 @@ func (c *AllocatorConfig) defaults() {
 		c.Hold = 2 * time.Second
 	}
 	if c.MaxBackoff <= 0 {
-		c.MaxBackoff = 8 * time.Second
+		c.MaxBackoff = 4 * time.Second
 	}
 	if c.ProbeTime <= 0 {
 		c.ProbeTime = 2 * time.Second
@@ -136,12 +139,11 @@ func (a *Allocator) Update(now time.Time, sig Signals, tracks []Track, other int
 	}
 	sending := need(tracks, a.layers) + other
 	congested := sig.Loss > congestedLoss || (sig.Fell && float64(estimate) < congestedShare*float64(sending))
-	if a.probing && (sig.Loss > congestedLoss/2 || (sig.Fell && estimate < a.probeFrom)) {
-		// A probe stops at the first sign (loss, or an estimate that fell
-		// under where it was when the probe began): its traffic is what
-		// fills a bottleneck's queue.
-		congested = true
-	}
+	// A probe stops at the first sign (loss, or an estimate that fell
+	// under where it was when the probe began): its traffic is what fills
+	// a bottleneck's queue. That says the next allocation does not fit,
+	// not that the current one does not: the layers stay.
+	probeFailed := a.probing && (sig.Loss > congestedLoss/2 || (sig.Fell && estimate < a.probeFrom))
 	event := ""
 	switch {
 	case !a.started:
@@ -161,6 +163,11 @@ func (a *Allocator) Update(now time.Time, sig Signals, tracks []Track, other int
 		if need(tracks, a.layers)+other > estimate {
 			a.fit(tracks, estimate-other)
 		}
+	case probeFailed:
+		event = "probe failed"
+		a.probing = false
+		a.backoff = min(2*a.backoff, a.cfg.MaxBackoff)
+		a.holdUntil = now.Add(a.backoff)
 	case a.probing && now.Before(a.probeUntil):
 		// Keep probing.
 	case a.probing:
@@ -170,7 +177,11 @@ func (a *Allocator) Update(now time.Time, sig Signals, tracks []Track, other int
 		a.validated = a.probeNeed
 		copy(a.layers, a.probeTo)
 		a.backoff = a.cfg.Hold
-		a.holdUntil = now.Add(a.cfg.Hold / 2)
+		// The path has just carried this allocation plus the probe's
+		// headroom: the next step up, if any, is probed at once, so that
+		// a climb from q to f after a bottleneck clears is one probe per
+		// layer with no hold in between.
+		a.holdUntil = now
 	default:
 		// Follow what the tracks ask for, and what they send.
 		for i, t := range tracks {

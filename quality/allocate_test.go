@@ -63,10 +63,64 @@ func TestAllocatorDownOnCongestionUpAfterProbe(t *testing.T) {
 	if ok.Event != "probe ok" || ok.Layers[0] != 1 {
 		t.Fatalf("clear probe: %+v", ok)
 	}
+	// The climb goes on at once: the next probe starts without a hold.
+	if d := step(Signals{Estimate: 600_000}); d.Event != "probe" || d.ProbeBps <= 0 || d.Layers[0] != 1 {
+		t.Fatalf("after probe ok: %+v; want the probe for f to start", d)
+	}
+	// An estimate that falls during that probe fails it, but the layer
+	// the previous probe validated stays.
+	if d := step(Signals{Estimate: 550_000, Fell: true}); d.Event != "probe failed" || d.Layers[0] != 1 || d.ProbeBps != 0 {
+		t.Fatalf("failed probe for f: %+v; want h kept", d)
+	}
 	// A small estimate dip from a busy machine is not congestion.
-	if d := step(Signals{Estimate: 420_000, Fell: true}); d.Layers[0] != 1 {
+	if d := step(Signals{Estimate: 420_000, Fell: true}); d.Layers[0] != 1 || d.Event != "" {
 		t.Fatalf("a small dip moved the layer: %+v", d)
 	}
+}
+
+func TestAllocatorBacksOffAndClimbsBackSoon(t *testing.T) {
+	// Behind a bottleneck every probe fails; the waits between probes
+	// grow but stay bounded, so that the climb starts soon after the
+	// bottleneck clears.
+	a := NewAllocator(AllocatorConfig{})
+	now := time.Now()
+	tr := []Track{simulcastTrack()}
+	step := func(sig Signals) Decision {
+		now = now.Add(250 * time.Millisecond)
+		return a.Update(now, sig, tr, 50_000)
+	}
+	step(Signals{Estimate: 2_500_000})
+	step(Signals{Estimate: 300_000, Fell: true})
+	var probes []time.Time
+	for range 120 { // 30 s behind the bottleneck
+		d := step(Signals{Estimate: 300_000})
+		if d.Event == "probe" {
+			probes = append(probes, now)
+			d = step(Signals{Estimate: 200_000, Fell: true})
+			if d.Event != "probe failed" || d.Layers[0] != 0 {
+				t.Fatalf("probe behind the bottleneck: %+v", d)
+			}
+		}
+	}
+	if len(probes) < 5 {
+		t.Fatalf("%d probes in 30 s behind a bottleneck; want them to go on", len(probes))
+	}
+	for i := 1; i < len(probes); i++ {
+		if gap := probes[i].Sub(probes[i-1]); gap > 5*time.Second {
+			t.Fatalf("%v between probes; want at most the 4 s backoff plus the probe", gap)
+		}
+	}
+	// The bottleneck clears: q → h → f within the next probes.
+	cleared := now
+	for range 80 {
+		if d := step(Signals{Estimate: 2_000_000}); d.Layers[0] == 2 {
+			if took := now.Sub(cleared); took > 10*time.Second {
+				t.Fatalf("back on f %v after the bottleneck cleared", took)
+			}
+			return
+		}
+	}
+	t.Fatalf("not back on f 20 s after the bottleneck cleared")
 }
 
 func TestAllocatorFloorWithoutSimulcast(t *testing.T) {

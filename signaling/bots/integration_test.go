@@ -212,7 +212,9 @@ func startServerAt(t testing.TB, host string, args ...string) string {
 			_ = cmd.Process.Kill()
 			<-exited
 		}
-		if t.Failed() {
+		// HUDDLE_SERVER_LOG=1 shows the log of a passing run too (the
+		// allocator's decisions are logged at debug level).
+		if t.Failed() || os.Getenv("HUDDLE_SERVER_LOG") != "" {
 			t.Logf("server output:\n%s", log.String())
 		}
 	})
