@@ -75,6 +75,6 @@ nothing or the editors did not converge.`,
 	f.IntVar(&cfg.Editors, "editors", 0, "editor bots: type into the room's document (then --publishers and --subscribers default to 0)")
 	f.Float64Var(&cfg.EditRate, "edit-rate", 10, "operations per second per editor (cursor moves: 10/s)")
 	f.BoolVar(&cfg.Simulcast, "simulcast", false, "publishers send three video layers, rids q/h/f (180p, 360p, 720p)")
-	f.StringVar(&cfg.MaxLayer, "max-layer", "", "highest simulcast layer subscribers ask for: q, h or f (default: the server's choice up to f)")
+	f.StringVar(&cfg.MaxLayer, "max-layer", "", "highest simulcast layer subscribers ask for: q, h or f, or a list such as q,h,f dealt out to the subscribers in turn (default: the server's choice up to f)")
 	return cmd
 }

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -64,7 +65,8 @@ type Config struct {
 	// rids q, h and f: vp8_180p.ivf, vp8_360p.ivf and vp8_720p.ivf.
 	Simulcast bool
 	// MaxLayer, when set (q, h or f), is the highest layer subscribers
-	// ask for.
+	// ask for; a comma-separated list ("q,h,f") is dealt out to the
+	// subscribers in turn, so that one run shows each on its layer.
 	MaxLayer string
 	// Timeline, when set, gets one JSON line per subscriber and second:
 	// what it received in that second (see TimelineEntry).
@@ -126,10 +128,12 @@ func (c *Config) setDefaults() error {
 	if c.Publishers < 0 || c.Subscribers < 0 || c.Editors < 0 || c.Publishers+c.Subscribers+c.Editors == 0 {
 		return errors.New("bots: need at least one publisher, subscriber or editor")
 	}
-	switch c.MaxLayer {
-	case "", protocol.QualityLow, protocol.QualityMedium, protocol.QualityHigh:
-	default:
-		return fmt.Errorf("bots: max layer must be q, h or f, not %q", c.MaxLayer)
+	for _, l := range maxLayers(c.MaxLayer) {
+		switch l {
+		case protocol.QualityLow, protocol.QualityMedium, protocol.QualityHigh:
+		default:
+			return fmt.Errorf("bots: max layer must be q, h or f (or a comma-separated list of them), not %q", c.MaxLayer)
+		}
 	}
 	if c.LoopbackOnly == nil {
 		lo, err := isLoopbackURL(c.URL)
@@ -395,4 +399,23 @@ func leave(ctx context.Context, c *client.Client) {
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	_ = c.Leave(lctx)
+}
+
+// maxLayers splits a MaxLayer list ("q,h,f") into its layers; nil when
+// empty.
+func maxLayers(list string) []string {
+	if list == "" {
+		return nil
+	}
+	return strings.Split(list, ",")
+}
+
+// maxLayerOf is the layer subscriber number index (1-based) asks for:
+// the list is dealt out in turn; "" means no limit.
+func maxLayerOf(list string, index int) string {
+	ls := maxLayers(list)
+	if len(ls) == 0 || index < 1 {
+		return ""
+	}
+	return ls[(index-1)%len(ls)]
 }

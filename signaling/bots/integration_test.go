@@ -94,41 +94,37 @@ func TestRunAgainstServer(t *testing.T) {
 	})
 
 	t.Run("simulcast with a maximum layer per subscriber", func(t *testing.T) {
+		// One run, as `huddle bots --simulcast --subscribers 3
+		// --max-layer q,h,f`: each subscriber on the layer it asked for.
 		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 		defer cancel()
-		var top, low *Report
-		var errTop, errLow error
-		var wg sync.WaitGroup
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			top, errTop = Run(ctx, Config{URL: base, Room: "sc", Publishers: 1, Subscribers: 1, Simulcast: true, Duration: 9 * time.Second})
-		}()
-		go func() {
-			defer wg.Done()
-			time.Sleep(500 * time.Millisecond) // the publisher first
-			low, errLow = Run(ctx, Config{URL: base, Room: "sc", Subscribers: 1, MaxLayer: "q", Duration: 8 * time.Second})
-		}()
-		wg.Wait()
-		if errTop != nil || errLow != nil {
-			t.Fatal(errTop, errLow)
+		r, err := Run(ctx, Config{URL: base, Room: "sc", Publishers: 1, Subscribers: 3, Simulcast: true, MaxLayer: "q,h,f", Duration: 9 * time.Second})
+		if err != nil {
+			t.Fatal(err)
 		}
-		for _, r := range []*Report{top, low} {
-			var out bytes.Buffer
-			_ = r.WriteText(&out)
-			t.Logf("\n%s", out.String())
-			if err := r.Err(); err != nil {
-				t.Fatal(err)
+		var out bytes.Buffer
+		_ = r.WriteText(&out)
+		t.Logf("\n%s", out.String())
+		if err := r.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if r.EstKbps.P50 <= 0 || r.LossPct > 1 {
+			t.Errorf("estimate %+v, loss %.2f%%", r.EstKbps, r.LossPct)
+		}
+		if len(r.PerSubscriber) != 3 {
+			t.Fatalf("%d subscriber summaries; want 3", len(r.PerSubscriber))
+		}
+		seen := map[string]bool{}
+		for _, s := range r.PerSubscriber {
+			secs := map[string]float64{"q": s.Layers.Q, "h": s.Layers.H, "f": s.Layers.F}
+			total := s.Layers.Q + s.Layers.H + s.Layers.F
+			if s.Last != s.Asked || secs[s.Asked] < 5 || total-secs[s.Asked] > 2 {
+				t.Errorf("%s asked for %s and got %+v seconds, last on %s", s.Bot, s.Asked, s.Layers, s.Last)
 			}
-			if r.EstKbps.P50 <= 0 || r.LossPct > 1 {
-				t.Errorf("estimate %+v, loss %.2f%%", r.EstKbps, r.LossPct)
-			}
+			seen[s.Asked] = true
 		}
-		if top.Layers.F < 5 || top.Layers.Q+top.Layers.H > 2 {
-			t.Errorf("the subscriber asking for f got %+v seconds", top.Layers)
-		}
-		if low.Layers.Q < 5 || low.Layers.F+low.Layers.H > 1.5 {
-			t.Errorf("the subscriber asking for q got %+v seconds", low.Layers)
+		if len(seen) != 3 {
+			t.Errorf("the subscribers asked for %v; want q, h and f dealt out", seen)
 		}
 	})
 

@@ -123,6 +123,7 @@ type EstimateKbps struct {
 // SubscriberSummary is what one subscriber received.
 type SubscriberSummary struct {
 	Bot     string
+	Asked   string // the highest layer it asked for; "" for no limit
 	Layers  LayerSeconds
 	Last    string // the layer of its last keyframe; "" if none
 	NACKs   uint64
@@ -181,8 +182,12 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "  layers       q %.1fs, h %.1fs, f %.1fs; nacks %d, plis %d; estimate p50 %.0f kbit/s, min %.0f\n",
 			r.Layers.Q, r.Layers.H, r.Layers.F, r.NACKs, r.PLIs, r.EstKbps.P50, r.EstKbps.Min)
 		for _, s := range r.PerSubscriber {
-			fmt.Fprintf(&b, "    %-12s on %-2s q %.1fs, h %.1fs, f %.1fs; nacks %d, plis %d; estimate p50 %.0f kbit/s, min %.0f\n",
-				s.Bot, orDash(s.Last), s.Layers.Q, s.Layers.H, s.Layers.F, s.NACKs, s.PLIs, s.EstKbps.P50, s.EstKbps.Min)
+			asked := ""
+			if s.Asked != "" {
+				asked = " (max " + s.Asked + ")"
+			}
+			fmt.Fprintf(&b, "    %-12s on %s%s: q %.1fs, h %.1fs, f %.1fs; nacks %d, plis %d; estimate p50 %.0f kbit/s, min %.0f\n",
+				s.Bot, orDash(s.Last), asked, s.Layers.Q, s.Layers.H, s.Layers.F, s.NACKs, s.PLIs, s.EstKbps.P50, s.EstKbps.Min)
 		}
 	}
 	if r.Publishers > 0 {
@@ -244,7 +249,7 @@ func aggregate(cfg *Config, results []*botResult, elapsed time.Duration) *Report
 			r.NoMedia++
 		}
 		b.sub.mu.Lock()
-		sum := SubscriberSummary{Bot: b.spec.identity, NACKs: b.sub.nacks, PLIs: b.sub.plis, EstKbps: estimates(b.sub.estKbps)}
+		sum := SubscriberSummary{Bot: b.spec.identity, Asked: maxLayerOf(cfg.MaxLayer, b.spec.index), NACKs: b.sub.nacks, PLIs: b.sub.plis, EstKbps: estimates(b.sub.estKbps)}
 		allEst = append(allEst, b.sub.estKbps...)
 		r.NACKs += b.sub.nacks
 		r.PLIs += b.sub.plis

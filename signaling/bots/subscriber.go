@@ -63,9 +63,10 @@ func runSubscriber(ctx context.Context, e *env, spec botSpec, token string, res 
 	st := res.sub
 	dialStart := time.Now()
 	var cl atomic.Pointer[client.Client]
+	maxLayer := maxLayerOf(e.cfg.MaxLayer, spec.index)
 	onTrack := func(info protocol.Track, tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
-		if c := cl.Load(); c != nil && e.cfg.MaxLayer != "" && tr.Kind() == webrtc.RTPCodecTypeVideo {
-			_ = c.SetQuality(e.cfg.MaxLayer, nil, info.SID)
+		if c := cl.Load(); c != nil && maxLayer != "" && tr.Kind() == webrtc.RTPCodecTypeVideo {
+			_ = c.SetQuality(maxLayer, nil, info.SID)
 		}
 		receiveTrack(st, dialStart, info, tr, recv, e.progress)
 	}
@@ -82,7 +83,7 @@ func runSubscriber(ctx context.Context, e *env, spec botSpec, token string, res 
 	}
 	defer c.Close()
 	cl.Store(c)
-	if e.cfg.MaxLayer != "" {
+	if maxLayer != "" {
 		// Tracks that arrived before the client was known.
 		var sids []string
 		for _, t := range c.Tracks() {
@@ -91,7 +92,7 @@ func runSubscriber(ctx context.Context, e *env, spec botSpec, token string, res 
 			}
 		}
 		if len(sids) > 0 {
-			_ = c.SetQuality(e.cfg.MaxLayer, nil, sids...)
+			_ = c.SetQuality(maxLayer, nil, sids...)
 		}
 	}
 	res.joined = true
