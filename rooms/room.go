@@ -380,22 +380,48 @@ func (p *Participant) Candidate(transport string, c *protocol.ICECandidate) erro
 
 // Subscribe subscribes to tracks; unknown ones are reported.
 func (p *Participant) Subscribe(sids []string) error {
-	return p.SubscribeWith(sids, "", nil)
+	return p.SubscribeWith(sids, SubscribeOptions{})
 }
 
-// SubscribeWith subscribes to tracks, or changes existing subscriptions:
-// quality (q, h, f; empty keeps it) is the highest simulcast layer
-// wanted, paused (nil keeps it) stops or resumes video for now.
-func (p *Participant) SubscribeWith(sids []string, quality string, paused *bool) error {
+// SubscribeOptions are what a subscriber wants of video tracks; a zero
+// field keeps what was asked before.
+type SubscribeOptions struct {
+	// Quality (q, h, f) is the highest simulcast layer wanted.
+	Quality string
+	// Paused stops or resumes the video for now.
+	Paused *bool
+	// MaxWidth and MaxHeight are the size the video is shown at (0: any);
+	// either one set sets both.
+	MaxWidth, MaxHeight *int
+}
+
+// maxVideoSide bounds a requested video size (8K is 7680).
+const maxVideoSide = 16384
+
+// SubscribeWith subscribes to tracks, or changes existing subscriptions
+// (see SubscribeOptions).
+func (p *Participant) SubscribeWith(sids []string, opts SubscribeOptions) error {
 	if !p.grants[protocol.GrantSubscribe] {
 		return errorf(protocol.CodePermissionDenied, "token has no subscribe grant")
 	}
 	layer := -1
-	if quality != "" {
-		if layer = sfu.LayerByName(quality); layer < 0 {
-			return errorf(protocol.CodeBadMessage, "quality must be q, h or f, not %q", quality)
+	if opts.Quality != "" {
+		if layer = sfu.LayerByName(opts.Quality); layer < 0 {
+			return errorf(protocol.CodeBadMessage, "quality must be q, h or f, not %q", opts.Quality)
 		}
 	}
+	sizeSet := opts.MaxWidth != nil || opts.MaxHeight != nil
+	var width, height int
+	if opts.MaxWidth != nil {
+		width = *opts.MaxWidth
+	}
+	if opts.MaxHeight != nil {
+		height = *opts.MaxHeight
+	}
+	if width < 0 || height < 0 || width > maxVideoSide || height > maxVideoSide {
+		return errorf(protocol.CodeBadMessage, "max_width and max_height must be 0 to %d, not %dx%d", maxVideoSide, width, height)
+	}
+	paused := opts.Paused
 	var missing []string
 	for _, sid := range sids {
 		t := p.room.track(sid)
@@ -413,6 +439,9 @@ func (p *Participant) SubscribeWith(sids []string, quality string, paused *bool)
 			}
 			if d != nil && layer >= 0 {
 				d.SetMaxLayer(layer)
+			}
+			if d != nil && sizeSet {
+				d.SetMaxSize(width, height)
 			}
 			if d != nil && paused != nil && t.info.Kind == protocol.KindVideo {
 				d.SetPaused(*paused)

@@ -58,6 +58,7 @@ type DownTrack struct {
 	// receive (-1: none), decided from maxLayer and the bandwidth
 	// estimate; current is the layer being forwarded (-1: none yet).
 	maxLayer   atomic.Int32
+	maxSize    atomic.Uint32 // width<<16 | height the subscriber shows it at; 0 any
 	target     atomic.Int32
 	current    atomic.Int32
 	needResync atomic.Bool
@@ -148,8 +149,60 @@ func (d *DownTrack) SetMaxLayer(l int) {
 	d.maxLayer.Store(int32(min(max(l, LayerLow), LayerHigh)))
 }
 
-// MaxLayer returns the highest layer the subscriber wants.
-func (d *DownTrack) MaxLayer() int { return int(d.maxLayer.Load()) }
+// SetMaxSize sets the size, in pixels, at which the subscriber shows the
+// video (0, 0: any): it then wants no layer larger than the smallest one
+// that covers that size.
+func (d *DownTrack) SetMaxSize(width, height int) {
+	d.maxSize.Store(uint32(min(max(width, 0), 0xffff))<<16 | uint32(min(max(height, 0), 0xffff)))
+}
+
+// MaxLayer returns the highest layer the subscriber wants: the one it
+// asked for, or a lower one that covers the size it shows the video at.
+func (d *DownTrack) MaxLayer() int {
+	l := int(d.maxLayer.Load())
+	if v := d.maxSize.Load(); v != 0 && d.up.simulcast {
+		l = min(l, layerForSize(d.up.LayerSizes(), int(v>>16), int(v&0xffff)))
+	}
+	return l
+}
+
+// sizeSlack lets a layer a little smaller than the shown size cover it:
+// a 640x360 layer in a 660x370 tile is scaled up unnoticeably, and the
+// next layer costs several times the bandwidth.
+const sizeSlack = 0.9
+
+// layerForSize returns the lowest layer whose size covers width x height
+// (a zero dimension covers anything), or the top layer when none does. A
+// layer whose size is not known yet (no key frame since it resumed) is
+// taken to be half the next one's, or twice the previous one's, as
+// browsers and the bots scale simulcast layers.
+func layerForSize(sizes [maxLayers]FrameSize, width, height int) int {
+	known := func(s FrameSize) bool { return s.Width > 0 && s.Height > 0 }
+	for l := range sizes {
+		if known(sizes[l]) {
+			continue
+		}
+		for k := 1; k < maxLayers; k++ {
+			if up := l + k; up < maxLayers && known(sizes[up]) {
+				sizes[l] = FrameSize{sizes[up].Width >> k, sizes[up].Height >> k}
+				break
+			}
+			if down := l - k; down >= 0 && known(sizes[down]) {
+				sizes[l] = FrameSize{sizes[down].Width << k, sizes[down].Height << k}
+				break
+			}
+		}
+	}
+	for l, s := range sizes {
+		if !known(s) {
+			continue
+		}
+		if float64(s.Width) >= sizeSlack*float64(width) && float64(s.Height) >= sizeSlack*float64(height) {
+			return l
+		}
+	}
+	return LayerHigh
+}
 
 // SetTargetLayer sets the layer to forward (-1: none). For a track
 // without simulcast any value from 0 up means its one layer. Switching to

@@ -3,6 +3,8 @@ package sfu
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -443,5 +445,58 @@ func TestProbePaddingKeepsSequenceAndNACKs(t *testing.T) {
 	}
 	if rec.pics[n] != rec.pics[1] || rec.pics[n+1] != rec.pics[7] {
 		t.Fatal("a retransmission carried the wrong packet")
+	}
+}
+
+func TestLayerForSize(t *testing.T) {
+	all := [maxLayers]FrameSize{{320, 180}, {640, 360}, {1280, 720}}
+	onlyTop := [maxLayers]FrameSize{2: {1280, 720}}
+	onlyLow := [maxLayers]FrameSize{0: {320, 180}}
+	for _, c := range []struct {
+		sizes [maxLayers]FrameSize
+		w, h  int
+		want  int
+	}{
+		{all, 320, 180, LayerLow},
+		{all, 300, 210, LayerMedium}, // 180 < 0.9 * 210
+		{all, 600, 340, LayerMedium},
+		{all, 660, 370, LayerMedium}, // within the slack
+		{all, 800, 450, LayerHigh},
+		{all, 3840, 2160, LayerHigh}, // nothing covers it: the top
+		{all, 320, 0, LayerLow},
+		{onlyTop, 320, 180, LayerLow}, // q inferred as a quarter of f
+		{onlyTop, 640, 360, LayerMedium},
+		{onlyLow, 640, 360, LayerMedium}, // h inferred as twice q
+		{[maxLayers]FrameSize{}, 320, 180, LayerHigh},
+	} {
+		if got := layerForSize(c.sizes, c.w, c.h); got != c.want {
+			t.Errorf("layerForSize(%v, %dx%d) = %d; want %d", c.sizes, c.w, c.h, got, c.want)
+		}
+	}
+}
+
+func TestVP8FrameSizeOfClips(t *testing.T) {
+	// The key frames of the bots' clips declare their sizes.
+	for name, want := range map[string][2]int{"vp8_180p.ivf": {320, 180}, "vp8_360p.ivf": {640, 360}, "vp8_720p.ivf": {1280, 720}} {
+		data, err := os.ReadFile(filepath.Join("..", "signaling", "bots", "media", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// IVF: 32-byte file header, 12-byte frame header, then the frame;
+		// as the first packet's payload: a one-byte descriptor (S=1).
+		frame := data[32+12:]
+		payload := append([]byte{0x10}, frame[:min(len(frame), 100)]...)
+		var desc vp8Descriptor
+		if !parseVP8(payload, &desc) || !desc.keyframe {
+			t.Fatalf("%s: first frame not parsed as a key frame", name)
+		}
+		w, h, ok := vp8FrameSize(payload, &desc)
+		if !ok || w != want[0] || h != want[1] {
+			t.Errorf("%s: %dx%d, %v; want %dx%d", name, w, h, ok, want[0], want[1])
+		}
+		payload[4] = 0 // a broken start code (after the descriptor and the frame tag)
+		if _, _, ok := vp8FrameSize(payload, &desc); ok {
+			t.Errorf("%s: size read without the start code", name)
+		}
 	}
 }

@@ -126,7 +126,8 @@ type layer struct {
 	wasMuted bool // reader-owned: muted on the previous packet
 
 	lastKeyReq atomic.Int64
-	lastPacket atomic.Int64 // arrival of the latest packet, Unix ns
+	lastPacket atomic.Int64  // arrival of the latest packet, Unix ns
+	frameSize  atomic.Uint32 // width<<16 | height of the latest key frame; 0 unknown
 	packetsIn  atomic.Uint64
 	bytesIn    atomic.Uint64
 
@@ -234,6 +235,23 @@ func (u *UpTrack) LayerBitrates(now time.Time) [maxLayers]int {
 			continue
 		}
 		out[i] = int(max(l.rate.Load(), 1))
+	}
+	return out
+}
+
+// FrameSize is a video's width and height in pixels.
+type FrameSize struct{ Width, Height int }
+
+// LayerSizes returns each layer's size from its latest key frame; zero
+// when unknown (no key frame seen yet, or a codec whose size is not read:
+// only VP8's is).
+func (u *UpTrack) LayerSizes() [maxLayers]FrameSize {
+	var out [maxLayers]FrameSize
+	for i := range u.layers {
+		if l := u.layers[i].Load(); l != nil {
+			v := l.frameSize.Load()
+			out[i] = FrameSize{Width: int(v >> 16), Height: int(v & 0xffff)}
+		}
 	}
 	return out
 }
@@ -475,8 +493,29 @@ func (l *layer) receive(p *packetView, n int, now int64) {
 		}
 		l.winStart, l.winBytes = now, 0
 	}
+	if l.up.isVP8 {
+		l.noteFrameSize(p)
+	}
 	l.forward(p)
 	l.serveNACKs()
+}
+
+// noteFrameSize records the size of a VP8 key frame, which tells
+// subscribers that ask for a video size which layer fits it. Browsers
+// change a layer's resolution (CPU or bandwidth adaptation) only at a key
+// frame.
+func (l *layer) noteFrameSize(p *packetView) {
+	pl := p.payload()
+	if len(pl) == 0 || pl[0]&0x10 == 0 { // not the start of a frame
+		return
+	}
+	var desc vp8Descriptor
+	if !parseVP8(pl, &desc) || !desc.keyframe {
+		return
+	}
+	if w, h, ok := vp8FrameSize(pl, &desc); ok {
+		l.frameSize.Store(uint32(w)<<16 | uint32(h))
+	}
 }
 
 // forward sends p to every down-track that receives this layer.

@@ -92,3 +92,18 @@ func isH264Keyframe(b []byte) bool {
 	}
 	return false
 }
+
+// vp8FrameSize returns the width and height a VP8 key frame's header
+// (RFC 6386 §9.1) declares, from the first packet of the frame: after
+// the payload descriptor come the 3-byte frame tag, the start code
+// 9d 01 2a, then 14-bit width and height, little-endian, each with a
+// 2-bit scale above it.
+func vp8FrameSize(b []byte, d *vp8Descriptor) (w, h int, ok bool) {
+	i := d.size
+	if !d.keyframe || len(b) < i+10 || b[i+3] != 0x9d || b[i+4] != 0x01 || b[i+5] != 0x2a {
+		return 0, 0, false
+	}
+	w = int(b[i+6]) | int(b[i+7]&0x3f)<<8
+	h = int(b[i+8]) | int(b[i+9]&0x3f)<<8
+	return w, h, w > 0 && h > 0
+}

@@ -465,7 +465,7 @@ func (c *conn) handle(raw []byte) bool {
 		if len(m.Tracks) == 0 || len(m.Tracks) > 256 {
 			herr = &protocol.Error{Code: protocol.CodeBadMessage, Message: "tracks must list 1 to 256 track SIDs"}
 		} else if env.Type == protocol.TypeSubscribe {
-			herr = c.p.SubscribeWith(m.Tracks, m.Quality, m.Paused)
+			herr = c.p.SubscribeWith(m.Tracks, rooms.SubscribeOptions{Quality: m.Quality, Paused: m.Paused, MaxWidth: m.MaxWidth, MaxHeight: m.MaxHeight})
 		} else {
 			herr = c.p.Unsubscribe(m.Tracks)
 		}

@@ -679,6 +679,16 @@ func TestErrorCodes(t *testing.T) {
 	})
 	viewer.expectError(protocol.CodePermissionDenied)
 	viewer.ping()
+	// Subscription options out of range.
+	viewer.send(map[string]any{"type": "subscribe", "id": "s3", "tracks": sids, "quality": "ultra"})
+	viewer.expectError(protocol.CodeBadMessage)
+	viewer.ping()
+	viewer.send(map[string]any{"type": "subscribe", "id": "s4", "tracks": sids, "max_width": -1, "max_height": 360})
+	viewer.expectError(protocol.CodeBadMessage)
+	viewer.ping()
+	viewer.send(map[string]any{"type": "subscribe", "id": "s5", "tracks": sids, "max_width": "wide"})
+	viewer.expectError(protocol.CodeBadMessage)
+	viewer.ping()
 
 	// Joined with every grant.
 	raw := dialRaw(t, s)

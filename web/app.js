@@ -47,6 +47,22 @@ let soundBlocked = false;
 /** Tiles by key: "self", "self:screen", a participant SID, or "<sid>:screen". */
 const tiles = new Map();
 
+// Adaptive video: each remote video tells the server the size it is shown
+// at (device pixels) and whether it can be seen, so that the server sends
+// the simulcast layer that covers the tile and nothing for a tile off
+// screen or a page in the background.
+
+const resizeWatch = new ResizeObserver(() => viewsChanged());
+const visibleWatch = new IntersectionObserver((entries) => {
+  for (const e of entries) {
+    const t = [...tiles.values()].find((x) => x.video === e.target);
+    if (t) t.onScreen = e.isIntersecting;
+  }
+  viewsChanged();
+});
+document.addEventListener('visibilitychange', () => viewsChanged());
+let viewsTimer = null;
+
 /** Automatic rejoins after a lost connection, counted per tab. */
 const RETRIES_KEY = 'huddle.rejoins';
 const MAX_AUTO_REJOIN = 6;
@@ -81,6 +97,10 @@ window.huddle = {
       camOff: t.spec.camOff,
       hasVideo: !!t.spec.video,
       hasAudio: !!t.spec.audio,
+      /** view is what the tile told the server: "WxH" or "paused". */
+      view: t.el.dataset.view ?? '',
+      videoWidth: t.video.videoWidth,
+      videoHeight: t.video.videoHeight,
     })),
   /** inbound lists inbound-rtp statistics, each with the publisher's name. */
   inbound: async () => {
@@ -270,6 +290,8 @@ async function start() {
 }
 
 function wire(c) {
+  // A new connection starts with the server's defaults: send every view.
+  for (const t of tiles.values()) t.sentView = null;
   const rerender = () => render();
   for (const ev of [
     'participant_joined',
@@ -582,6 +604,7 @@ function wanted() {
       self: false,
       screen: false,
       video: cam && !camInfo?.muted ? cam.track : null,
+      videoSid: cam?.sid ?? null,
       audio: mic?.track ?? null,
       micMuted: !micInfo || !!micInfo.muted,
       camOff: !camInfo || !!camInfo.muted || !cam,
@@ -595,6 +618,7 @@ function wanted() {
         self: false,
         screen: true,
         video: screen.track,
+        videoSid: screen.sid,
         audio: screenAudio?.track ?? null,
         micMuted: false,
         camOff: false,
@@ -611,7 +635,37 @@ function makeTile(key) {
     if (soundBlocked) enableSound();
   });
   tiles.set(key, t);
+  resizeWatch.observe(t.video);
+  visibleWatch.observe(t.video);
   return t;
+}
+
+/** viewsChanged sends the tiles' views soon (layout settles first). */
+function viewsChanged() {
+  clearTimeout(viewsTimer);
+  viewsTimer = setTimeout(sendViews, 250);
+}
+
+/** sendViews tells the server what changed in how remote videos are shown. */
+function sendViews() {
+  if (!client || leaving) return;
+  const dpr = window.devicePixelRatio || 1;
+  for (const t of tiles.values()) {
+    const sid = t.spec.videoSid;
+    if (!sid || t.spec.self || !t.spec.video) continue;
+    const r = t.video.getBoundingClientRect();
+    const w = Math.round(r.width * dpr);
+    const h = Math.round(r.height * dpr);
+    const paused = document.visibilityState === 'hidden' || t.onScreen === false || w === 0 || h === 0;
+    const sent = t.sentView;
+    if (sent && sent.sid === sid && sent.paused === paused) {
+      // A change under 10 % does not move a layer boundary enough to matter.
+      if (paused || (Math.abs(w - sent.w) <= sent.w / 10 && Math.abs(h - sent.h) <= sent.h / 10)) continue;
+    }
+    t.sentView = { sid, w, h, paused };
+    t.el.dataset.view = paused ? 'paused' : `${w}x${h}`;
+    client.subscribe([sid], paused ? { paused: true } : { paused: false, maxWidth: w, maxHeight: h });
+  }
 }
 
 function updateTile(t, spec) {
@@ -665,6 +719,8 @@ function render() {
   for (const [key, t] of tiles) {
     if (!want.has(key)) {
       t.video.srcObject = null;
+      resizeWatch.unobserve(t.video);
+      visibleWatch.unobserve(t.video);
       t.el.remove();
       tiles.delete(key);
     }
@@ -674,6 +730,7 @@ function render() {
     updateTile(t, spec);
     if (t.el.parentNode !== grid) grid.append(t.el);
   }
+  viewsChanged();
   grid.dataset.count = String(Math.min(want.size, 10));
   grid.classList.toggle('has-screen', [...want.values()].some((s) => s.screen));
   $('count').textContent = String(client && !leaving ? client.participants.size + 1 : 1);

@@ -196,10 +196,14 @@ export const msg = {
   candidate(transport, candidate) {
     return { type: 'candidate', transport, candidate: candidateInit(candidate) };
   },
-  subscribe(tracks, { quality, paused } = {}) {
+  subscribe(tracks, { quality, paused, maxWidth, maxHeight } = {}) {
     const m = { type: 'subscribe', tracks: [...tracks] };
     if (quality) m.quality = quality;
     if (typeof paused === 'boolean') m.paused = paused;
+    if (Number.isFinite(maxWidth) || Number.isFinite(maxHeight)) {
+      m.max_width = Math.max(0, Math.round(maxWidth || 0));
+      m.max_height = Math.max(0, Math.round(maxHeight || 0));
+    }
     return m;
   },
   unsubscribe(tracks) {
@@ -1153,10 +1157,11 @@ export class Client extends Emitter {
    * subscribe asks for tracks (when auto_subscribe is off, or after
    * unsubscribe), or changes subscriptions: quality ('q', 'h', 'f') is the
    * highest simulcast layer wanted, paused stops or resumes video (a
-   * hidden tile).
+   * hidden tile), maxWidth x maxHeight is the size in device pixels the
+   * video is shown at (the server sends the layer that covers it).
    */
-  subscribe(sids, { quality, paused } = {}) {
-    this._send(msg.subscribe(sids, { quality, paused }));
+  subscribe(sids, { quality, paused, maxWidth, maxHeight } = {}) {
+    this._send(msg.subscribe(sids, { quality, paused, maxWidth, maxHeight }));
   }
 
   /** unsubscribe stops receiving tracks. */

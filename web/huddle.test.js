@@ -54,6 +54,8 @@ test('message builders follow PROTOCOL.md', () => {
   assert.deepEqual(msg.ping('7', 5), { type: 'ping', id: '7', ts: 5 });
   assert.deepEqual(msg.subscribe(new Set(['a'])), { type: 'subscribe', tracks: ['a'] });
   assert.deepEqual(msg.subscribe(['a'], { quality: 'q', paused: false }), { type: 'subscribe', tracks: ['a'], quality: 'q', paused: false });
+  assert.deepEqual(msg.subscribe(['a'], { maxWidth: 639.6, maxHeight: 360 }), { type: 'subscribe', tracks: ['a'], max_width: 640, max_height: 360 });
+  assert.deepEqual(msg.subscribe(['a'], { maxWidth: 320 }), { type: 'subscribe', tracks: ['a'], max_width: 320, max_height: 0 });
 });
 
 test('candidates: init objects, and null for the end of candidates', () => {

@@ -76,5 +76,6 @@ nothing or the editors did not converge.`,
 	f.Float64Var(&cfg.EditRate, "edit-rate", 10, "operations per second per editor (cursor moves: 10/s)")
 	f.BoolVar(&cfg.Simulcast, "simulcast", false, "publishers send three video layers, rids q/h/f (180p, 360p, 720p)")
 	f.StringVar(&cfg.MaxLayer, "max-layer", "", "highest simulcast layer subscribers ask for: q, h or f, or a list such as q,h,f dealt out to the subscribers in turn (default: the server's choice up to f)")
+	f.StringVar(&cfg.MaxSize, "max-size", "", "video size subscribers say they show video at, such as 320x180 (the server sends the smallest simulcast layer that covers it), or a list dealt out in turn")
 	return cmd
 }

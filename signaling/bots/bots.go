@@ -68,6 +68,10 @@ type Config struct {
 	// ask for; a comma-separated list ("q,h,f") is dealt out to the
 	// subscribers in turn, so that one run shows each on its layer.
 	MaxLayer string
+	// MaxSize, when set ("320x180"), is the video size subscribers say
+	// they show video at, as a call page's tile does; a comma-separated
+	// list is dealt out in turn like MaxLayer.
+	MaxSize string
 	// Timeline, when set, gets one JSON line per subscriber and second:
 	// what it received in that second (see TimelineEntry).
 	Timeline io.Writer
@@ -127,6 +131,11 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Publishers < 0 || c.Subscribers < 0 || c.Editors < 0 || c.Publishers+c.Subscribers+c.Editors == 0 {
 		return errors.New("bots: need at least one publisher, subscriber or editor")
+	}
+	for _, sz := range maxLayers(c.MaxSize) {
+		if _, _, err := parseSize(sz); err != nil {
+			return err
+		}
 	}
 	for _, l := range maxLayers(c.MaxLayer) {
 		switch l {
@@ -418,4 +427,19 @@ func maxLayerOf(list string, index int) string {
 		return ""
 	}
 	return ls[(index-1)%len(ls)]
+}
+
+// parseSize parses a video size such as 640x360.
+func parseSize(s string) (w, h int, err error) {
+	ws, hs, ok := strings.Cut(s, "x")
+	if ok {
+		w, err = strconv.Atoi(ws)
+		if err == nil {
+			h, err = strconv.Atoi(hs)
+		}
+	}
+	if !ok || err != nil || w < 0 || h < 0 {
+		return 0, 0, fmt.Errorf("bots: a video size is WIDTHxHEIGHT such as 640x360, not %q", s)
+	}
+	return w, h, nil
 }

@@ -128,6 +128,33 @@ func TestRunAgainstServer(t *testing.T) {
 		}
 	})
 
+	t.Run("simulcast layer from the size a subscriber shows", func(t *testing.T) {
+		// Subscribers that show the video at 320x180, 600x340 and 1280x720
+		// get the layer that covers it: q (320x180), h (640x360), f.
+		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+		defer cancel()
+		r, err := Run(ctx, Config{URL: base, Room: "size", Publishers: 1, Subscribers: 3, Simulcast: true, MaxSize: "320x180,600x340,1280x720", Duration: 8 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		_ = r.WriteText(&out)
+		t.Logf("\n%s", out.String())
+		if err := r.Err(); err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{"320x180": "q", "600x340": "h", "1280x720": "f"}
+		for _, s := range r.PerSubscriber {
+			secs := map[string]float64{"q": s.Layers.Q, "h": s.Layers.H, "f": s.Layers.F}
+			l := want[s.Size]
+			// The first second may be on f: the layer sizes are learnt
+			// from key frames.
+			if s.Last != l || secs[l] < 5 {
+				t.Errorf("%s shows %s and got %+v seconds, last on %s; want %s", s.Bot, s.Size, s.Layers, s.Last, l)
+			}
+		}
+	})
+
 	t.Run("layers nobody receives are paused", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 		defer cancel()

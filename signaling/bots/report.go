@@ -124,6 +124,7 @@ type EstimateKbps struct {
 type SubscriberSummary struct {
 	Bot     string
 	Asked   string // the highest layer it asked for; "" for no limit
+	Size    string // the video size it said it shows; "" for any
 	Layers  LayerSeconds
 	Last    string // the layer of its last keyframe; "" if none
 	NACKs   uint64
@@ -185,6 +186,9 @@ func (r *Report) WriteText(w io.Writer) error {
 			asked := ""
 			if s.Asked != "" {
 				asked = " (max " + s.Asked + ")"
+			}
+			if s.Size != "" {
+				asked += " (shown at " + s.Size + ")"
 			}
 			fmt.Fprintf(&b, "    %-12s on %s%s: q %.1fs, h %.1fs, f %.1fs; nacks %d, plis %d; estimate p50 %.0f kbit/s, min %.0f\n",
 				s.Bot, orDash(s.Last), asked, s.Layers.Q, s.Layers.H, s.Layers.F, s.NACKs, s.PLIs, s.EstKbps.P50, s.EstKbps.Min)
@@ -249,7 +253,7 @@ func aggregate(cfg *Config, results []*botResult, elapsed time.Duration) *Report
 			r.NoMedia++
 		}
 		b.sub.mu.Lock()
-		sum := SubscriberSummary{Bot: b.spec.identity, Asked: maxLayerOf(cfg.MaxLayer, b.spec.index), NACKs: b.sub.nacks, PLIs: b.sub.plis, EstKbps: estimates(b.sub.estKbps)}
+		sum := SubscriberSummary{Bot: b.spec.identity, Asked: maxLayerOf(cfg.MaxLayer, b.spec.index), Size: maxLayerOf(cfg.MaxSize, b.spec.index), NACKs: b.sub.nacks, PLIs: b.sub.plis, EstKbps: estimates(b.sub.estKbps)}
 		allEst = append(allEst, b.sub.estKbps...)
 		r.NACKs += b.sub.nacks
 		r.PLIs += b.sub.plis

@@ -64,9 +64,18 @@ func runSubscriber(ctx context.Context, e *env, spec botSpec, token string, res 
 	dialStart := time.Now()
 	var cl atomic.Pointer[client.Client]
 	maxLayer := maxLayerOf(e.cfg.MaxLayer, spec.index)
+	width, height, _ := parseSize(maxLayerOf(e.cfg.MaxSize, spec.index)) // checked by Run
+	wants := func(c *client.Client, sids ...string) {
+		if maxLayer != "" {
+			_ = c.SetQuality(maxLayer, nil, sids...)
+		}
+		if e.cfg.MaxSize != "" {
+			_ = c.SetVideoSize(width, height, sids...)
+		}
+	}
 	onTrack := func(info protocol.Track, tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
-		if c := cl.Load(); c != nil && maxLayer != "" && tr.Kind() == webrtc.RTPCodecTypeVideo {
-			_ = c.SetQuality(maxLayer, nil, info.SID)
+		if c := cl.Load(); c != nil && tr.Kind() == webrtc.RTPCodecTypeVideo {
+			wants(c, info.SID)
 		}
 		receiveTrack(st, dialStart, info, tr, recv, e.progress)
 	}
@@ -83,17 +92,15 @@ func runSubscriber(ctx context.Context, e *env, spec botSpec, token string, res 
 	}
 	defer c.Close()
 	cl.Store(c)
-	if maxLayer != "" {
-		// Tracks that arrived before the client was known.
-		var sids []string
-		for _, t := range c.Tracks() {
-			if t.Kind == protocol.KindVideo {
-				sids = append(sids, t.SID)
-			}
+	// Tracks that arrived before the client was known.
+	var sids []string
+	for _, t := range c.Tracks() {
+		if t.Kind == protocol.KindVideo {
+			sids = append(sids, t.SID)
 		}
-		if len(sids) > 0 {
-			_ = c.SetQuality(maxLayer, nil, sids...)
-		}
+	}
+	if len(sids) > 0 {
+		wants(c, sids...)
 	}
 	res.joined = true
 	res.joinTime = time.Since(dialStart)

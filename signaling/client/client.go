@@ -356,6 +356,13 @@ func (c *Client) SetQuality(quality string, paused *bool, sids ...string) error 
 	return c.send(protocol.Subscription{Envelope: c.envelope(protocol.TypeSubscribe), Tracks: sids, Quality: quality, Paused: paused})
 }
 
+// SetVideoSize tells the server the size in pixels the video of these
+// tracks is shown at (0, 0: any), so that it sends no simulcast layer
+// larger than what covers it.
+func (c *Client) SetVideoSize(width, height int, sids ...string) error {
+	return c.send(protocol.Subscription{Envelope: c.envelope(protocol.TypeSubscribe), Tracks: sids, MaxWidth: &width, MaxHeight: &height})
+}
+
 // Unsubscribe stops tracks.
 func (c *Client) Unsubscribe(sids ...string) error {
 	return c.send(protocol.Subscription{Envelope: c.envelope(protocol.TypeUnsubscribe), Tracks: sids})

@@ -228,6 +228,12 @@ type Subscription struct {
 	// Paused, on subscribe, asks for no media of these video tracks for
 	// now (a hidden tile) while keeping the subscription; false resumes.
 	Paused *bool `json:"paused,omitempty"`
+	// MaxWidth and MaxHeight, on subscribe, are the size in device pixels
+	// the video is shown at (0 or absent: any); the server then sends no
+	// simulcast layer larger than the smallest that covers it. Given
+	// together: either one present sets both.
+	MaxWidth  *int `json:"max_width,omitempty"`
+	MaxHeight *int `json:"max_height,omitempty"`
 }
 
 // Mute mutes or unmutes one of one's own tracks.

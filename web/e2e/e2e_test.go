@@ -85,6 +85,17 @@ func TestCall(t *testing.T) {
 		}
 	}
 
+	// Adaptive video: B shows A's camera in a small window, then in a
+	// large one; each time the tile tells the server its size and the
+	// server sends the simulcast layer that covers it.
+	large := shownVideo(t, tabB, "A", 1600, 1000)
+	small := shownVideo(t, tabB, "A", 360, 640) // a phone: the tile is about 330 px wide
+	t.Logf("A's video in B: tile %s gets %dx%d; tile %s gets %dx%d", small.View, small.VideoWidth, small.VideoHeight, large.View, large.VideoWidth, large.VideoHeight)
+	if small.VideoWidth >= large.VideoWidth {
+		t.Errorf("a small tile (%s) got %dx%d, a large one (%s) %dx%d: want a smaller layer for the small tile",
+			small.View, small.VideoWidth, small.VideoHeight, large.View, large.VideoWidth, large.VideoHeight)
+	}
+
 	// A mutes its microphone; B's tile for A shows it.
 	if _, err := eval[bool](tabA, `(document.getElementById('mic').click(), true)`); err != nil {
 		t.Fatalf("tab A: click mic: %v", err)
@@ -105,6 +116,53 @@ func TestCall(t *testing.T) {
 	t.Logf("tab A dropped B's tile %v after the click", time.Since(left).Round(time.Millisecond))
 	waitFor(t, tabB, "tab B in state left", 5*time.Second, `window.huddle.state === 'left'`)
 	t.Logf("total %v", time.Since(start).Round(time.Millisecond))
+}
+
+// tileView is what window.huddle.tiles() says of a tile's video.
+type tileView struct {
+	View        string `json:"view"`
+	VideoWidth  int    `json:"videoWidth"`
+	VideoHeight int    `json:"videoHeight"`
+}
+
+// shownVideo resizes the tab's viewport, waits until the tile of name has
+// told the server its new size, then until the decoded video's size stays
+// the same for 8 s (a layer switch waits for a key frame; the publisher
+// turns its top layer on only as its bandwidth estimate grows), and
+// returns it.
+func shownVideo(t *testing.T, tb *tab, name string, width, height int64) tileView {
+	t.Helper()
+	if err := chromedp.Do(tb.ctx, chromedp.EmulateViewport(width, height)); err != nil {
+		t.Fatalf("tab %s: viewport %dx%d: %v", tb.name, width, height, err)
+	}
+	js := fmt.Sprintf(`window.huddle.tiles().find(t => t.name === %q) ?? {}`, name)
+	waitFor(t, tb, "the tile's view is sent", 10*time.Second, fmt.Sprintf(`(() => {
+		const r = document.querySelector('.tile[data-name=%q] video').getBoundingClientRect();
+		const v = (%s).view || '';
+		const [w, h] = v.split('x').map(Number);
+		const dpr = window.devicePixelRatio || 1;
+		return Math.abs(w - r.width * dpr) <= r.width * dpr / 10 + 1 && Math.abs(h - r.height * dpr) <= r.height * dpr / 10 + 1;
+	})()`, name, js))
+	deadline := time.Now().Add(30 * time.Second)
+	var last tileView
+	stableSince := time.Now()
+	for time.Now().Before(deadline) {
+		v, err := eval[tileView](tb, js)
+		if err != nil {
+			t.Fatalf("tab %s: tiles: %v", tb.name, err)
+		}
+		if v.VideoWidth != last.VideoWidth || v.VideoHeight != last.VideoHeight {
+			t.Logf("tab %s: %s's tile %s: video %dx%d", tb.name, name, v.View, v.VideoWidth, v.VideoHeight)
+			last, stableSince = v, time.Now()
+		}
+		last.View = v.View
+		// Long enough for the publisher's own ramp-up to turn a layer on.
+		if time.Since(stableSince) >= 8*time.Second {
+			return last
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return last
 }
 
 // --- the server --------------------------------------------------------------
