@@ -39,18 +39,12 @@ e2e: build
 	$(GO) test -c -o bin/e2e.test ./web/e2e
 	unshare -n sh -c 'ip link set lo up && HUDDLE_BIN=$(CURDIR)/$(BIN) ./bin/e2e.test -test.v -test.timeout 5m'
 
-# netns runs the impaired-network tests (network namespaces, tc tbf, nft
-# loss; root) without the race detector, whose slowdown they cannot take.
 # netns runs the impaired-network tests (root: network namespaces, tc tbf,
-# nft loss), without -race: they measure adaptation in real time. They are
-# run a second time only when the first run fails: the rate-limit test's
-# climb back to the top layer within 20 s depends on when the allocator's
-# last failed probe was, and misses now and then (about 1 run in 6 here).
+# nft loss), without -race: they measure adaptation in real time, which the
+# race detector's slowdown would distort.
 NETNS_TESTS := 'TestSimulcastAdaptsToRateLimit|TestREMBCapsPublisherWithoutSimulcast|TestNACKRecoversRandomLoss'
 netns:
-	$(GO) test -count=1 -timeout 10m -v -run $(NETNS_TESTS) ./signaling/bots/ || \
-	  { echo "netns: first run failed; running the impaired-network tests once more"; \
-	    $(GO) test -count=1 -timeout 10m -v -run $(NETNS_TESTS) ./signaling/bots/; }
+	$(GO) test -count=1 -timeout 10m -v -run $(NETNS_TESTS) ./signaling/bots/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
