@@ -279,6 +279,24 @@ func (r ReceiveSnapshot) LossFraction() float64 {
 	return float64(r.Lost) / float64(settled)
 }
 
+// LossSince returns the fraction of packets lost among those settled
+// (received, or missing past the recovery window) between prev and r,
+// two snapshots of one stream, between 0 and 1, and how many were
+// settled. Counters that went backwards (prev is of another stream)
+// count from zero.
+func (r ReceiveSnapshot) LossSince(prev ReceiveSnapshot) (fraction float64, settled uint64) {
+	done, prevDone := r.Expected-r.Pending, prev.Expected-prev.Pending
+	lost, prevLost := r.Lost, prev.Lost
+	if done < prevDone || lost < prevLost {
+		prevDone, prevLost = 0, 0
+	}
+	settled = done - prevDone
+	if settled == 0 {
+		return 0, 0
+	}
+	return min(float64(lost-prevLost)/float64(settled), 1), settled
+}
+
 // Snapshot settles the gaps whose recovery window has passed at now and
 // returns the counters.
 func (s *ReceiveStats) Snapshot(now time.Time) ReceiveSnapshot {

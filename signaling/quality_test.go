@@ -4,10 +4,17 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/huddle-rtc/huddle/signaling/client"
 	"github.com/huddle-rtc/huddle/signaling/protocol"
 )
 
@@ -51,5 +58,147 @@ func TestQualityMessagesAndMetrics(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// publishRTP publishes an audio and a video track and writes one RTP
+// packet to each every 20 ms, stamped with the time it is written. Every
+// dropEvery-th packet (0: none) is never sent, as if the network had lost
+// it: its sequence number is skipped, and since the packet never reached
+// the client's retransmission buffer, no NACK can recover it.
+func publishRTP(ctx context.Context, t *testing.T, p *peer, dropEvery int) map[string]string {
+	t.Helper()
+	audio, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, p.identity+"-a", p.identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	video, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, p.identity+"-v", p.identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sids, err := p.Publish(ctx, client.PublishTrack{Track: audio}, client.PublishTrack{Track: video})
+	if err != nil {
+		t.Fatalf("%s: publish: %v", p.identity, err)
+	}
+	p.writers.Add(1)
+	go func() {
+		defer p.writers.Done()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		start := time.Now()
+		for i := 0; ; i++ {
+			select {
+			case <-p.stop:
+				return
+			case <-tick.C:
+			}
+			if dropEvery > 0 && i%dropEvery == dropEvery-1 {
+				continue
+			}
+			el := time.Since(start)
+			_ = audio.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(i), Timestamp: uint32(el * 48000 / time.Second)}, Payload: opusFrame})
+			_ = video.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(i + 7000), Timestamp: uint32(el * 90000 / time.Second), Marker: true}, Payload: vp8Frame})
+		}
+	}()
+	return map[string]string{"audio": sids[0], "video": sids[1]}
+}
+
+// TestUplinkQuality: a publisher whose packets are lost on the way in at
+// a known rate gets that loss in its uplink figures and a lower score
+// than a clean publisher in the same room; the clean one's jitter is
+// near 0 on loopback; the REMB a subscriber sends shows in its stats and
+// on /metrics, with the per-track uplink figures.
+func TestUplinkQuality(t *testing.T) {
+	s := newTestServer(t, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	remb := func(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
+		_, _ = recv.Transport().WriteRTCP([]rtcp.Packet{&rtcp.ReceiverEstimatedMaximumBitrate{Bitrate: 1_500_000, SSRCs: []uint32{uint32(tr.SSRC())}}})
+	}
+	lea := s.join(t, "uplink", "lea") // her uplink loses every 10th packet
+	cal := s.joinWith(t, "uplink", "cal", remb)
+	leaTracks := publishRTP(ctx, t, lea, 10)
+	calTracks := publishRTP(ctx, t, cal, 0)
+
+	// latest returns the newest quality message about who among the
+	// events of p, with or without the participant's own stats.
+	latest := func(p *peer, who string, own bool) *protocol.Quality {
+		var q *protocol.Quality
+		for _, ev := range p.eventsCopy() {
+			if m, ok := ev.Message.(*protocol.Quality); ok && m.Identity == who && (m.Stats != nil) == own {
+				q = m
+			}
+		}
+		return q
+	}
+	settled := func(q *protocol.Quality, tracks map[string]string, lo, hi float64) bool {
+		if q == nil || q.Uplink == nil {
+			return false
+		}
+		for _, sid := range tracks {
+			if tu, ok := q.Uplink.Tracks[sid]; !ok || tu.LossPct < lo || tu.LossPct > hi {
+				return false
+			}
+		}
+		return true
+	}
+	ok := waitFor(20*time.Second, func() bool {
+		return settled(latest(cal, "lea", false), leaTracks, 6, 14) && settled(latest(lea, "cal", false), calTracks, 0, 1) &&
+			latest(cal, "cal", true) != nil && latest(cal, "cal", true).Stats.REMBKbps > 0 &&
+			latest(lea, "cal", false).Video != nil && latest(lea, "cal", false).Video.Score >= 3
+	})
+	leaQ, calQ, calOwn := latest(cal, "lea", false), latest(lea, "cal", false), latest(cal, "cal", true)
+	for _, q := range []*protocol.Quality{leaQ, calQ} {
+		if q != nil && q.Uplink != nil {
+			t.Logf("%s: score %.1f %s, audio %+v, video %+v, uplink %+v", q.Identity, q.Score, q.Level, q.Audio, q.Video, *q.Uplink)
+		}
+	}
+	if !ok {
+		t.Fatalf("no settled uplink figures: lea %+v, cal %+v, cal's own %+v", leaQ, calQ, calOwn)
+	}
+	if leaQ.Uplink.Score >= calQ.Uplink.Score || leaQ.Score >= calQ.Score {
+		t.Errorf("lossy lea scores uplink %.1f, overall %.1f; clean cal %.1f, %.1f: want lea lower", leaQ.Uplink.Score, leaQ.Score, calQ.Uplink.Score, calQ.Score)
+	}
+	if leaQ.Score > leaQ.Uplink.Score || leaQ.Level != leaQ.Uplink.Level && leaQ.Score == leaQ.Uplink.Score {
+		t.Errorf("lea's score %.1f %s is not the worse of her downlink and uplink %.1f %s", leaQ.Score, leaQ.Level, leaQ.Uplink.Score, leaQ.Uplink.Level)
+	}
+	// Cal receives lea's media with lea's losses in it; her uplink is to
+	// blame, not cal's downlink.
+	if calQ.Video == nil || calQ.Video.Score < 3 {
+		t.Errorf("cal's downlink video %+v: lea's uplink loss counted against it", calQ.Video)
+	}
+	if up := calQ.Uplink; up.JitterMs > 10 || up.RTTMs <= 0 || up.RTTMs > 500 || up.Kbps <= 0 {
+		t.Errorf("cal's uplink on loopback: jitter %.1f ms, rtt %.1f ms, %.0f kbit/s; want jitter under 10 ms, an rtt, a rate", up.JitterMs, up.RTTMs, up.Kbps)
+	}
+	if calOwn.Stats.REMBKbps != 1500 {
+		t.Errorf("cal sent REMB 1500 kbit/s; its stats say %d", calOwn.Stats.REMBKbps)
+	}
+
+	res, err := http.Get(s.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	metric := func(name, label string) (float64, bool) {
+		re := regexp.MustCompile(`(?m)^` + name + `\{[^}]*` + regexp.QuoteMeta(label) + `[^}]*\} (\S+)$`)
+		m := re.FindSubmatch(body)
+		if m == nil {
+			return 0, false
+		}
+		v, err := strconv.ParseFloat(string(m[1]), 64)
+		return v, err == nil
+	}
+	if v, ok := metric("huddle_track_uplink_loss_ratio", `track="`+leaTracks["video"]+`"`); !ok || v < 0.06 || v > 0.14 {
+		t.Errorf("lea's video uplink loss on /metrics: %v (%v); want about 0.1", v, ok)
+	}
+	if v, ok := metric("huddle_track_uplink_lost_total", `track="`+calTracks["audio"]+`"`); !ok || v != 0 {
+		t.Errorf("cal's audio lost on /metrics: %v (%v); want 0", v, ok)
+	}
+	if v, ok := metric("huddle_track_uplink_score", `track="`+calTracks["video"]+`"`); !ok || v < 4 {
+		t.Errorf("cal's video uplink score on /metrics: %v (%v); want 4 or more", v, ok)
+	}
+	if v, ok := metric("huddle_participant_remb_bps", `identity="cal"`); !ok || v != 1.5e6 {
+		t.Errorf("cal's REMB on /metrics: %v (%v); want 1.5e6", v, ok)
 	}
 }
