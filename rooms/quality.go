@@ -35,10 +35,10 @@ func (rm *Room) stopQuality() {
 
 // partQuality is what the quality loop remembers of one participant.
 type partQuality struct {
-	prev     map[*sfu.DownTrack][2]uint64 // packets and bytes at the last tick
-	prevUp   map[*sfu.UpTrack][3]quality.ReceiveSnapshot
-	sentRoom protocol.Quality // the last message to the room
-	sentSelf protocol.Quality // the last message to the participant
+	prev     map[*sfu.DownTrack][2]uint64                // packets and bytes at the last tick
+	prevUp   map[*sfu.UpTrack][3]quality.ReceiveSnapshot // uplink counters by layer at the last tick
+	sentRoom protocol.Quality                            // the last message to the room
+	sentSelf protocol.Quality                            // the last message to the participant
 	selfStat protocol.ConnectionStats
 }
 

@@ -16,7 +16,7 @@ var (
 	descEstimate   = prometheus.NewDesc("huddle_participant_estimate_bps", "Bandwidth estimate towards the participant (GCC from TWCC feedback), bits per second.", qualityLabels, nil)
 	descNACKs      = prometheus.NewDesc("huddle_participant_nacks_total", "Packets the participant asked to be resent.", qualityLabels, nil)
 	descPLIs       = prometheus.NewDesc("huddle_participant_plis_total", "Keyframes the participant asked for (PLI and FIR).", qualityLabels, nil)
-	descLoss       = prometheus.NewDesc("huddle_participant_loss_ratio", "Worst fraction lost in the participant's latest receiver reports.", qualityLabels, nil)
+	descLoss       = prometheus.NewDesc("huddle_participant_loss_ratio", "Worst fraction lost in the participant's latest receiver reports, net of the publisher's uplink loss.", qualityLabels, nil)
 	descRTT        = prometheus.NewDesc("huddle_participant_rtt_seconds", "Worst round-trip time from the participant's receiver reports.", qualityLabels, nil)
 	descJitter     = prometheus.NewDesc("huddle_participant_jitter_seconds", "Worst interarrival jitter in the participant's receiver reports.", qualityLabels, nil)
 	descLayer      = prometheus.NewDesc("huddle_participant_layer", "Simulcast layer received per video track: 0 q, 1 h, 2 f, -1 none.", append(qualityLabels, "track"), nil)
