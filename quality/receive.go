@@ -87,6 +87,17 @@ func (s *ReceiveStats) Reset(clockRate uint32, recoveryWindow time.Duration) {
 // bytes (header and payload) and arrival time. Arrival times should come
 // from one monotonic clock (time.Now).
 func (s *ReceiveStats) Update(seq uint16, timestamp uint32, size int, arrival time.Time) {
+	s.update(seq, timestamp, size, arrival, true)
+}
+
+// UpdatePadding records a packet that carries only padding (a bandwidth
+// probe): it counts for loss and rate but not for jitter, since a sender
+// sends it when it probes, with the timestamp of the latest frame.
+func (s *ReceiveStats) UpdatePadding(seq uint16, timestamp uint32, size int, arrival time.Time) {
+	s.update(seq, timestamp, size, arrival, false)
+}
+
+func (s *ReceiveStats) update(seq uint16, timestamp uint32, size int, arrival time.Time, jitter bool) {
 	if !s.started {
 		s.started = true
 		s.start = arrival
@@ -94,7 +105,9 @@ func (s *ReceiveStats) Update(seq uint16, timestamp uint32, size int, arrival ti
 		s.highest, s.settled, s.first = ext, ext, ext
 		s.mark(ext, 0)
 		s.count(size, 0)
-		s.updateJitter(timestamp, 0)
+		if jitter {
+			s.updateJitter(timestamp, 0)
+		}
 		return
 	}
 	now := arrival.Sub(s.start)
@@ -108,7 +121,9 @@ func (s *ReceiveStats) Update(seq uint16, timestamp uint32, size int, arrival ti
 	case delta > 0: // advances the stream, possibly over a gap
 		s.advance(ext, now)
 		s.count(size, now)
-		s.updateJitter(timestamp, now)
+		if jitter {
+			s.updateJitter(timestamp, now)
+		}
 	case delta == 0:
 		s.duplicates++
 	case ext >= s.settled: // fills a gap within the recovery window

@@ -207,6 +207,28 @@ func TestReceiveStatsLossSince(t *testing.T) {
 	}
 }
 
+// TestReceiveStatsPaddingIsNotJitter: probe padding sent between frames
+// with the previous frame's timestamp fills the sequence and counts, but
+// does not look like jitter.
+func TestReceiveStatsPaddingIsNotJitter(t *testing.T) {
+	base := time.Now()
+	s := NewReceiveStats(90000, 0)
+	seq := uint16(0)
+	for i := range 200 {
+		at := base.Add(time.Duration(i) * 33 * time.Millisecond)
+		s.Update(seq, uint32(i*2970), 1000, at)
+		seq++
+		for k := range 3 { // probes 5, 10, 15 ms after the frame
+			s.UpdatePadding(seq, uint32(i*2970), 256, at.Add(time.Duration(k+1)*5*time.Millisecond))
+			seq++
+		}
+	}
+	r := s.Snapshot(base.Add(10 * time.Second))
+	if r.Packets != 800 || r.Lost != 0 || r.Jitter > 100*time.Microsecond {
+		t.Fatalf("%d packets, %d lost, jitter %v; want 800, 0 and none", r.Packets, r.Lost, r.Jitter)
+	}
+}
+
 func TestReceiveStatsJitter(t *testing.T) {
 	base := time.Now()
 	tests := []struct {

@@ -49,7 +49,13 @@ func (u *uplink) update(p *packetView, size int, now int64, clockRate uint32) {
 		u.stats.Reset(clockRate, 0)
 		u.ssrc, u.started = p.ssrc, true
 	}
-	u.stats.Update(p.seq, p.timestamp, size, time.Unix(0, now))
+	if p.payloadEnd == p.payloadStart && p.paddingSize > 0 {
+		// A probe without RTX (the publish side negotiates none): it
+		// comes on the media SSRC with the latest frame's timestamp.
+		u.stats.UpdatePadding(p.seq, p.timestamp, size, time.Unix(0, now))
+	} else {
+		u.stats.Update(p.seq, p.timestamp, size, time.Unix(0, now))
+	}
 	if now >= u.next {
 		u.publish(now)
 		u.next = now + uplinkInterval
