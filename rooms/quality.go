@@ -333,13 +333,14 @@ func measureUplink(p *Participant, pq *partQuality, now time.Time, upLoss map[*s
 			LossPct: round1(100 * s.LossFraction), JitterMs: round1(s.JitterMS), Kbps: math.Round(float64(all.Bitrate) / 1000),
 		}
 		if out == nil {
-			out = &protocol.UplinkQuality{Score: 5, RTTMs: round1(rtt), Tracks: map[string]protocol.TrackUplink{}}
+			out = &protocol.UplinkQuality{Score: t.Score, RTTMs: round1(rtt), Tracks: map[string]protocol.TrackUplink{}}
+			worst = s.Packets
 		}
 		out.Tracks[info.SID] = t
 		out.Kbps += t.Kbps
 		out.LossPct = math.Max(out.LossPct, t.LossPct)
 		out.JitterMs = math.Max(out.JitterMs, t.JitterMs)
-		if out.Level == "" || t.Score < out.Score {
+		if t.Score < out.Score {
 			out.Score, worst = t.Score, s.Packets
 		}
 	}
@@ -455,9 +456,11 @@ type TrackQuality struct {
 	REMB             int64
 	KeyframeRequests uint64
 	Subscribers      int
-	// Uplink is the server's receive statistics of the track, summed
-	// over its layers (cumulative counters, the latest jitter).
-	Uplink quality.ReceiveSnapshot
+	// Uplink is the server's receive statistics of each layer
+	// (cumulative counters, the latest jitter); HasLayer says which
+	// layers exist (a track without simulcast has only the first).
+	Uplink   [3]quality.ReceiveSnapshot
+	HasLayer [3]bool
 	// Score is the track's latest uplink quality (nil before the first
 	// interval in which it sent anything).
 	Score *protocol.TrackUplink
@@ -481,7 +484,10 @@ func (r *Registry) TrackQualities() []TrackQuality {
 				Room: rm.name, SID: sid, Participant: t.info.Participant, Kind: t.info.Kind,
 				LayerBitrates: t.up.LayerBitrates(now), REMB: t.up.REMB(),
 				KeyframeRequests: t.up.KeyframeRequests(), Subscribers: t.up.Subscribers(),
-				Uplink: t.up.Uplink(now).Receive,
+			}
+			for l := range tq.Uplink {
+				st, ok := t.up.LayerUplink(l, now)
+				tq.Uplink[l], tq.HasLayer[l] = st.Receive, ok
 			}
 			if q := latest[t.info.Participant]; q.Uplink != nil {
 				if s, ok := q.Uplink.Tracks[sid]; ok {

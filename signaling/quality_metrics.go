@@ -28,10 +28,10 @@ var (
 	descTrackSubs  = prometheus.NewDesc("huddle_track_subscribers", "Subscribers of the track.", trackLabels, nil)
 	descClientREMB = prometheus.NewDesc("huddle_participant_remb_bps", "Latest REMB the participant sent about what it receives (its own estimate), bits per second.", qualityLabels, nil)
 	// The uplink: what the server receives of each published track.
-	descTrackPackets = prometheus.NewDesc("huddle_track_uplink_packets_total", "Packets received from the publisher (all layers; duplicates excluded).", trackLabels, nil)
-	descTrackLost    = prometheus.NewDesc("huddle_track_uplink_lost_total", "Packets the publisher sent that never arrived, after retransmissions (all layers).", trackLabels, nil)
+	descTrackPackets = prometheus.NewDesc("huddle_track_uplink_packets_total", "Packets received from the publisher per simulcast layer (q, h, f; a track without simulcast is q), duplicates excluded.", append(trackLabels, "layer"), nil)
+	descTrackLost    = prometheus.NewDesc("huddle_track_uplink_lost_total", "Packets the publisher sent that never arrived, after retransmissions, per simulcast layer.", append(trackLabels, "layer"), nil)
 	descTrackLoss    = prometheus.NewDesc("huddle_track_uplink_loss_ratio", "Fraction of the publisher's packets lost in the latest quality interval, after retransmissions.", trackLabels, nil)
-	descTrackJitter  = prometheus.NewDesc("huddle_track_uplink_jitter_seconds", "Interarrival jitter of the publisher's packets (RFC 3550; worst layer).", trackLabels, nil)
+	descTrackJitter  = prometheus.NewDesc("huddle_track_uplink_jitter_seconds", "Interarrival jitter of the publisher's packets (RFC 3550) per simulcast layer.", append(trackLabels, "layer"), nil)
 	descTrackScore   = prometheus.NewDesc("huddle_track_uplink_score", "Uplink quality of the track, a MOS-like score from 1 to 5.", trackLabels, nil)
 	descUplinkScore  = prometheus.NewDesc("huddle_participant_uplink_score", "Uplink quality of the participant's published media (the lowest of its tracks), 1 to 5.", qualityLabels, nil)
 	descUplinkRTT    = prometheus.NewDesc("huddle_participant_uplink_rtt_seconds", "Round-trip time to the participant on its publish transport (ICE consent checks).", qualityLabels, nil)
@@ -57,9 +57,15 @@ func (c qualityCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descTrackREMB, prometheus.GaugeValue, float64(t.REMB), l...)
 		ch <- prometheus.MustNewConstMetric(descTrackPLIs, prometheus.CounterValue, float64(t.KeyframeRequests), l...)
 		ch <- prometheus.MustNewConstMetric(descTrackSubs, prometheus.GaugeValue, float64(t.Subscribers), l...)
-		ch <- prometheus.MustNewConstMetric(descTrackPackets, prometheus.CounterValue, float64(t.Uplink.Packets), l...)
-		ch <- prometheus.MustNewConstMetric(descTrackLost, prometheus.CounterValue, float64(t.Uplink.Lost), l...)
-		ch <- prometheus.MustNewConstMetric(descTrackJitter, prometheus.GaugeValue, t.Uplink.Jitter.Seconds(), l...)
+		for i, name := range []string{"q", "h", "f"} {
+			if !t.HasLayer[i] {
+				continue
+			}
+			u, ll := t.Uplink[i], append(l, name)
+			ch <- prometheus.MustNewConstMetric(descTrackPackets, prometheus.CounterValue, float64(u.Packets), ll...)
+			ch <- prometheus.MustNewConstMetric(descTrackLost, prometheus.CounterValue, float64(u.Lost), ll...)
+			ch <- prometheus.MustNewConstMetric(descTrackJitter, prometheus.GaugeValue, u.Jitter.Seconds(), ll...)
+		}
 		if t.Score != nil {
 			ch <- prometheus.MustNewConstMetric(descTrackLoss, prometheus.GaugeValue, t.Score.LossPct/100, l...)
 			ch <- prometheus.MustNewConstMetric(descTrackScore, prometheus.GaugeValue, t.Score.Score, l...)
