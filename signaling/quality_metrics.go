@@ -30,6 +30,7 @@ var (
 	// The uplink: what the server receives of each published track.
 	descTrackPackets = prometheus.NewDesc("huddle_track_uplink_packets_total", "Packets received from the publisher per simulcast layer (q, h, f; a track without simulcast is q), duplicates excluded.", append(trackLabels, "layer"), nil)
 	descTrackLost    = prometheus.NewDesc("huddle_track_uplink_lost_total", "Packets the publisher sent that never arrived, after retransmissions, per simulcast layer.", append(trackLabels, "layer"), nil)
+	descTrackRecov   = prometheus.NewDesc("huddle_track_uplink_recovered_total", "Packets that arrived after a later one and filled their gap in time (retransmissions, reordering), per simulcast layer.", append(trackLabels, "layer"), nil)
 	descTrackLoss    = prometheus.NewDesc("huddle_track_uplink_loss_ratio", "Fraction of the publisher's packets lost in the latest quality interval, after retransmissions.", trackLabels, nil)
 	descTrackJitter  = prometheus.NewDesc("huddle_track_uplink_jitter_seconds", "Interarrival jitter of the publisher's packets (RFC 3550) per simulcast layer.", append(trackLabels, "layer"), nil)
 	descTrackScore   = prometheus.NewDesc("huddle_track_uplink_score", "Uplink quality of the track, a MOS-like score from 1 to 5.", trackLabels, nil)
@@ -37,7 +38,7 @@ var (
 	descUplinkRTT    = prometheus.NewDesc("huddle_participant_uplink_rtt_seconds", "Round-trip time to the participant on its publish transport (ICE consent checks).", qualityLabels, nil)
 	qualityMetrics   = []*prometheus.Desc{descScore, descEstimate, descNACKs, descPLIs, descLoss, descRTT, descJitter, descLayer,
 		descTrackRate, descTrackREMB, descTrackPLIs, descTrackSubs, descClientREMB,
-		descTrackPackets, descTrackLost, descTrackLoss, descTrackJitter, descTrackScore, descUplinkScore, descUplinkRTT}
+		descTrackPackets, descTrackLost, descTrackRecov, descTrackLoss, descTrackJitter, descTrackScore, descUplinkScore, descUplinkRTT}
 )
 
 func (c qualityCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -64,6 +65,7 @@ func (c qualityCollector) Collect(ch chan<- prometheus.Metric) {
 			u, ll := t.Uplink[i], append(l, name)
 			ch <- prometheus.MustNewConstMetric(descTrackPackets, prometheus.CounterValue, float64(u.Packets), ll...)
 			ch <- prometheus.MustNewConstMetric(descTrackLost, prometheus.CounterValue, float64(u.Lost), ll...)
+			ch <- prometheus.MustNewConstMetric(descTrackRecov, prometheus.CounterValue, float64(u.Recovered), ll...)
 			ch <- prometheus.MustNewConstMetric(descTrackJitter, prometheus.GaugeValue, u.Jitter.Seconds(), ll...)
 		}
 		if t.Score != nil {

@@ -7,9 +7,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -227,5 +229,91 @@ func TestUplinkQuality(t *testing.T) {
 	}
 	if v, ok := metric("huddle_participant_remb_bps", `identity="cal"`); !ok || v != 1.5e6 {
 		t.Errorf("cal's REMB on /metrics: %v (%v); want 1.5e6", v, ok)
+	}
+}
+
+// dropVideo is an interceptor that loses every nth RTP packet of each
+// outgoing video stream on the wire, after the NACK responder (a later
+// interceptor) kept it, as a lossy network would: the SFU's NACKs get it
+// back.
+type dropVideo struct{ every int64 }
+
+func (f dropVideo) NewInterceptor(string) (interceptor.Interceptor, error) {
+	return &dropVideoInterceptor{every: f.every}, nil
+}
+
+type dropVideoInterceptor struct {
+	interceptor.NoOp
+	every int64
+}
+
+func (d *dropVideoInterceptor) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
+	if !strings.HasPrefix(info.MimeType, "video/") {
+		return w
+	}
+	var n atomic.Int64
+	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+		if n.Add(1)%d.every == 0 {
+			return h.MarshalSize() + len(payload), nil
+		}
+		return w.Write(h, payload, a)
+	})
+}
+
+// TestUplinkRetransmissionsAreNotLoss: packets lost on the way in but
+// recovered by NACK count as recovered, not as lost, and do not lower the
+// publisher's uplink score.
+func TestUplinkRetransmissionsAreNotLoss(t *testing.T) {
+	s := newTestServer(t, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	api, err := client.NewAPI(client.APIOptions{LoopbackOnly: true, Interceptors: []interceptor.Factory{dropVideo{every: 10}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lossy := &testServer{url: s.url, api: api}
+	ned := lossy.join(t, "recover", "ned")
+	tracks := publishRTP(ctx, t, ned, 0)
+	label := `layer="q",participant="` + ned.SID() + `",room="recover",track="` + tracks["video"] + `"`
+	var packets, lost, recovered float64
+	if !waitFor(20*time.Second, func() bool {
+		res, err := http.Get(s.url + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		value := func(name string) float64 {
+			m := regexp.MustCompile(`(?m)^` + name + `\{kind="video",` + regexp.QuoteMeta(label) + `\} (\S+)$`).FindSubmatch(body)
+			if m == nil {
+				return -1
+			}
+			v, _ := strconv.ParseFloat(string(m[1]), 64)
+			return v
+		}
+		packets, lost, recovered = value("huddle_track_uplink_packets_total"), value("huddle_track_uplink_lost_total"), value("huddle_track_uplink_recovered_total")
+		return recovered >= 30
+	}) {
+		t.Fatalf("video uplink: %v packets, %v lost, %v recovered; want 30 recovered", packets, lost, recovered)
+	}
+	t.Logf("video uplink: %v packets, %v lost, %v recovered", packets, lost, recovered)
+	if ratio := recovered / packets; ratio < 0.07 || ratio > 0.13 || lost > 2 {
+		t.Errorf("video uplink: %v packets, %v lost, %v recovered; want about 10%% recovered and none lost", packets, lost, recovered)
+	}
+	own := func() *protocol.Quality {
+		var q *protocol.Quality
+		for _, ev := range ned.eventsCopy() {
+			if m, ok := ev.Message.(*protocol.Quality); ok && m.Stats != nil && m.Uplink != nil {
+				q = m
+			}
+		}
+		return q
+	}
+	q := own()
+	if q == nil {
+		t.Fatal("ned got no quality message with its uplink")
+	}
+	if v, ok := q.Uplink.Tracks[tracks["video"]]; !ok || v.LossPct > 1 || v.Score < 4 {
+		t.Errorf("ned's video uplink %+v (%v); want no loss and a score of 4 or more", v, ok)
 	}
 }
