@@ -142,7 +142,7 @@ func (rm *Room) reportQuality(now time.Time, elapsed time.Duration, state map[*P
 			}
 			rm.mu.Unlock()
 		}
-		if changed(pq.sentSelf, q) || !statsEqual(pq.sentSelf.Stats, self.Stats) || !uplinkEqual(pq.sentSelf.Uplink, q.Uplink) {
+		if changed(pq.sentSelf, q) || !statsEqual(pq.sentSelf.Stats, self.Stats) || uplinkMoved(pq.sentSelf.Uplink, q.Uplink) {
 			st := *self.Stats
 			st.Layers = maps.Clone(st.Layers)
 			self.Stats = &st
@@ -291,18 +291,18 @@ func measureUplink(p *Participant, pq *partQuality, now time.Time, upLoss map[*s
 			if !ok {
 				continue
 			}
-			r, p := st.Receive, prev[l]
+			r, was := st.Receive, prev[l]
 			cur[l] = r
-			f, n := r.LossSince(p)
+			f, n := r.LossSince(was)
 			settled += n
-			lost += uint64(math.Round(f * float64(n)))
-			if r.Packets >= p.Packets && r.Expected >= p.Expected {
-				packets += r.Packets - p.Packets
+			lost += uint64(math.Round(f * float64(n))) // f is lost/n
+			if r.Packets >= was.Packets && r.Expected >= was.Expected {
+				packets += r.Packets - was.Packets
 				// The gaps the server forwarded in the interval, before
 				// any recovery: what subscribers saw missing when their
 				// receiver reports were written.
-				if e := r.Expected - p.Expected; e > 0 {
-					gaps[l] = clamp01(float64(int64(e)-int64(r.Packets-p.Packets)) / float64(e))
+				if e := r.Expected - was.Expected; e > 0 {
+					gaps[l] = clamp01(float64(int64(e)-int64(r.Packets-was.Packets)) / float64(e))
 				}
 			}
 		}
@@ -408,14 +408,26 @@ func statsEqual(a, b *protocol.ConnectionStats) bool {
 		a.REMBKbps == b.REMBKbps
 }
 
-// uplinkEqual reports whether two uplinks have the same figures (the
-// participant's own copy is sent again when they change).
-func uplinkEqual(a, b *protocol.UplinkQuality) bool {
+// uplinkMoved reports whether the uplink figures moved enough since a
+// to send the participant its own copy again: a level, a score by 0.3, a
+// loss by a point, jitter by 5 ms, RTT by 20 ms or the rate by a fifth
+// (jitter, RTT and rate move a little every interval).
+func uplinkMoved(a, b *protocol.UplinkQuality) bool {
 	if a == nil || b == nil {
-		return a == b
+		return a != b
 	}
-	return a.Score == b.Score && a.LossPct == b.LossPct && a.JitterMs == b.JitterMs && a.RTTMs == b.RTTMs &&
-		a.Kbps == b.Kbps && maps.Equal(a.Tracks, b.Tracks)
+	if a.Level != b.Level || math.Abs(a.Score-b.Score) >= 0.3 || math.Abs(a.LossPct-b.LossPct) >= 1 ||
+		math.Abs(a.JitterMs-b.JitterMs) >= 5 || math.Abs(a.RTTMs-b.RTTMs) >= 20 ||
+		math.Abs(a.Kbps-b.Kbps) > 0.2*math.Max(a.Kbps, 1) || len(a.Tracks) != len(b.Tracks) {
+		return true
+	}
+	for sid, t := range b.Tracks {
+		o, ok := a.Tracks[sid]
+		if !ok || o.Level != t.Level || math.Abs(o.Score-t.Score) >= 0.3 || math.Abs(o.LossPct-t.LossPct) >= 1 {
+			return true
+		}
+	}
+	return false
 }
 
 func round1(v float64) float64 { return math.Round(v*10) / 10 }
