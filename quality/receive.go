@@ -241,9 +241,12 @@ func (s *ReceiveStats) updateJitter(timestamp uint32, now time.Duration) {
 	transit := arrival - float64(timestamp)
 	if s.haveTransit {
 		d := transit - s.lastTransit
-		// Reduce d modulo 2^32 into (-2^31, 2^31].
+		// Reduce d modulo 2^32 into (-2^31, 2^31] (math.Mod only when it
+		// is out of range: the common case stays cheap per packet).
 		const wrap = 1 << 32
-		d = math.Mod(d, wrap)
+		if d > wrap || d < -wrap {
+			d = math.Mod(d, wrap)
+		}
 		if d > wrap/2 {
 			d -= wrap
 		} else if d < -wrap/2 {
