@@ -87,6 +87,17 @@ func (s *ReceiveStats) Reset(clockRate uint32, recoveryWindow time.Duration) {
 // bytes (header and payload) and arrival time. Arrival times should come
 // from one monotonic clock (time.Now).
 func (s *ReceiveStats) Update(seq uint16, timestamp uint32, size int, arrival time.Time) {
+	s.update(seq, timestamp, size, arrival, true)
+}
+
+// UpdatePadding records a packet that carries only padding (a bandwidth
+// probe): it counts for loss and rate but not for jitter, since a sender
+// sends it when it probes, with the timestamp of the latest frame.
+func (s *ReceiveStats) UpdatePadding(seq uint16, timestamp uint32, size int, arrival time.Time) {
+	s.update(seq, timestamp, size, arrival, false)
+}
+
+func (s *ReceiveStats) update(seq uint16, timestamp uint32, size int, arrival time.Time, jitter bool) {
 	if !s.started {
 		s.started = true
 		s.start = arrival
@@ -94,7 +105,9 @@ func (s *ReceiveStats) Update(seq uint16, timestamp uint32, size int, arrival ti
 		s.highest, s.settled, s.first = ext, ext, ext
 		s.mark(ext, 0)
 		s.count(size, 0)
-		s.updateJitter(timestamp, 0)
+		if jitter {
+			s.updateJitter(timestamp, 0)
+		}
 		return
 	}
 	now := arrival.Sub(s.start)
@@ -108,7 +121,9 @@ func (s *ReceiveStats) Update(seq uint16, timestamp uint32, size int, arrival ti
 	case delta > 0: // advances the stream, possibly over a gap
 		s.advance(ext, now)
 		s.count(size, now)
-		s.updateJitter(timestamp, now)
+		if jitter {
+			s.updateJitter(timestamp, now)
+		}
 	case delta == 0:
 		s.duplicates++
 	case ext >= s.settled: // fills a gap within the recovery window
@@ -226,9 +241,12 @@ func (s *ReceiveStats) updateJitter(timestamp uint32, now time.Duration) {
 	transit := arrival - float64(timestamp)
 	if s.haveTransit {
 		d := transit - s.lastTransit
-		// Reduce d modulo 2^32 into (-2^31, 2^31].
+		// Reduce d modulo 2^32 into (-2^31, 2^31] (math.Mod only when it
+		// is out of range: the common case stays cheap per packet).
 		const wrap = 1 << 32
-		d = math.Mod(d, wrap)
+		if d > wrap || d < -wrap {
+			d = math.Mod(d, wrap)
+		}
 		if d > wrap/2 {
 			d -= wrap
 		} else if d < -wrap/2 {
@@ -277,6 +295,24 @@ func (r ReceiveSnapshot) LossFraction() float64 {
 		return 0
 	}
 	return float64(r.Lost) / float64(settled)
+}
+
+// LossSince returns the fraction of packets lost among those settled
+// (received, or missing past the recovery window) between prev and r,
+// two snapshots of one stream, between 0 and 1, and how many were
+// settled. Counters that went backwards (prev is of another stream)
+// count from zero.
+func (r ReceiveSnapshot) LossSince(prev ReceiveSnapshot) (fraction float64, settled uint64) {
+	done, prevDone := r.Expected-r.Pending, prev.Expected-prev.Pending
+	lost, prevLost := r.Lost, prev.Lost
+	if done < prevDone || lost < prevLost {
+		prevDone, prevLost = 0, 0
+	}
+	settled = done - prevDone
+	if settled == 0 {
+		return 0, 0
+	}
+	return min(float64(lost-prevLost)/float64(settled), 1), settled
 }
 
 // Snapshot settles the gaps whose recovery window has passed at now and

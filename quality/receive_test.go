@@ -168,6 +168,67 @@ func TestReceiveStatsLossFraction(t *testing.T) {
 	}
 }
 
+// TestReceiveStatsLossSince: the loss of each interval counts only the
+// packets settled in it, across the sequence number wrap, and a
+// retransmission that fills a gap or a duplicate never makes it negative.
+func TestReceiveStatsLossSince(t *testing.T) {
+	base := time.Now()
+	s := NewReceiveStats(48000, 200*time.Millisecond)
+	at := func(i int) time.Time { return base.Add(time.Duration(i) * 20 * time.Millisecond) }
+	seq := func(i int) uint16 { return uint16(65000 + i) } // wraps at i = 536
+	var prev ReceiveSnapshot
+	for k, lossEvery := range []int{0, 4, 20, 0} {
+		for i := k * 500; i < (k+1)*500; i++ {
+			if lossEvery > 0 && i%lossEvery == 1 {
+				continue
+			}
+			s.Update(seq(i), uint32(i*960), 80, at(i))
+			if i%50 == 7 { // a duplicate, and a late retransmission
+				s.Update(seq(i), uint32(i*960), 80, at(i))
+				s.Update(seq(i-40), uint32((i-40)*960), 80, at(i))
+			}
+		}
+		r := s.Snapshot(at((k + 1) * 500))
+		loss, settled := r.LossSince(prev)
+		want := 0.0
+		if lossEvery > 0 {
+			want = 1 / float64(lossEvery)
+		}
+		if math.Abs(loss-want) > 0.015 || settled < 480 || settled > 520 {
+			t.Errorf("interval %d: loss %.3f of %d settled; want %.3f of about 500", k, loss, settled, want)
+		}
+		prev = r
+	}
+	if loss, settled := prev.LossSince(prev); loss != 0 || settled != 0 {
+		t.Errorf("empty interval: loss %v of %d; want 0 of 0", loss, settled)
+	}
+	if loss, _ := (ReceiveSnapshot{Expected: 10, Lost: 1}).LossSince(prev); loss != 0.1 {
+		t.Errorf("after a restart: loss %v; want 0.1 counted from zero", loss)
+	}
+}
+
+// TestReceiveStatsPaddingIsNotJitter: probe padding sent between frames
+// with the previous frame's timestamp fills the sequence and counts, but
+// does not look like jitter.
+func TestReceiveStatsPaddingIsNotJitter(t *testing.T) {
+	base := time.Now()
+	s := NewReceiveStats(90000, 0)
+	seq := uint16(0)
+	for i := range 200 {
+		at := base.Add(time.Duration(i) * 33 * time.Millisecond)
+		s.Update(seq, uint32(i*2970), 1000, at)
+		seq++
+		for k := range 3 { // probes 5, 10, 15 ms after the frame
+			s.UpdatePadding(seq, uint32(i*2970), 256, at.Add(time.Duration(k+1)*5*time.Millisecond))
+			seq++
+		}
+	}
+	r := s.Snapshot(base.Add(10 * time.Second))
+	if r.Packets != 800 || r.Lost != 0 || r.Jitter > 100*time.Microsecond {
+		t.Fatalf("%d packets, %d lost, jitter %v; want 800, 0 and none", r.Packets, r.Lost, r.Jitter)
+	}
+}
+
 func TestReceiveStatsJitter(t *testing.T) {
 	base := time.Now()
 	tests := []struct {

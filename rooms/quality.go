@@ -35,9 +35,10 @@ func (rm *Room) stopQuality() {
 
 // partQuality is what the quality loop remembers of one participant.
 type partQuality struct {
-	prev     map[*sfu.DownTrack][2]uint64 // packets and bytes at the last tick
-	sentRoom protocol.Quality             // the last message to the room
-	sentSelf protocol.Quality             // the last message to the participant
+	prev     map[*sfu.DownTrack][2]uint64                // packets and bytes at the last tick
+	prevUp   map[*sfu.UpTrack][3]quality.ReceiveSnapshot // uplink counters by layer at the last tick
+	sentRoom protocol.Quality                            // the last message to the room
+	sentSelf protocol.Quality                            // the last message to the participant
 	selfStat protocol.ConnectionStats
 }
 
@@ -98,14 +99,26 @@ func (rm *Room) reportQuality(now time.Time, elapsed time.Duration, state map[*P
 	rm.mu.Unlock()
 	latest := make(map[string]protocol.Quality, len(parts))
 	live := map[*Participant]bool{}
+	// Uplinks first: a subscriber's receiver reports count what the
+	// publisher's uplink lost too, and its downlink must not be blamed.
+	ups := make(map[*Participant]*protocol.UplinkQuality, len(parts))
+	upLoss := map[*sfu.UpTrack][3]float64{}
 	for _, p := range parts {
 		live[p] = true
 		pq := state[p]
 		if pq == nil {
-			pq = &partQuality{prev: map[*sfu.DownTrack][2]uint64{}}
+			pq = &partQuality{prev: map[*sfu.DownTrack][2]uint64{}, prevUp: map[*sfu.UpTrack][3]quality.ReceiveSnapshot{}}
 			state[p] = pq
 		}
-		q, ok := measure(p, pq, now, elapsed)
+		ups[p] = measureUplink(p, pq, now, upLoss)
+	}
+	for _, p := range parts {
+		pq := state[p]
+		q, ok := measure(p, pq, now, elapsed, upLoss)
+		if up := ups[p]; up != nil {
+			q = withUplink(q, ok, p, up)
+			ok = true
+		}
 		if !ok {
 			continue
 		}
@@ -129,7 +142,7 @@ func (rm *Room) reportQuality(now time.Time, elapsed time.Duration, state map[*P
 			}
 			rm.mu.Unlock()
 		}
-		if changed(pq.sentSelf, q) || !statsEqual(pq.sentSelf.Stats, self.Stats) {
+		if changed(pq.sentSelf, q) || !statsEqual(pq.sentSelf.Stats, self.Stats) || uplinkMoved(pq.sentSelf.Uplink, q.Uplink) {
 			st := *self.Stats
 			st.Layers = maps.Clone(st.Layers)
 			self.Stats = &st
@@ -149,8 +162,9 @@ func (rm *Room) reportQuality(now time.Time, elapsed time.Duration, state map[*P
 }
 
 // measure scores one participant's downlink over the last interval; false
-// when it receives nothing.
-func measure(p *Participant, pq *partQuality, now time.Time, elapsed time.Duration) (protocol.Quality, bool) {
+// when it receives nothing. upLoss is the loss of each publisher's uplink
+// by layer over the same interval.
+func measure(p *Participant, pq *partQuality, now time.Time, elapsed time.Duration, upLoss map[*sfu.UpTrack][3]float64) (protocol.Quality, bool) {
 	downs := p.peer.DownTracks()
 	var audio, video *quality.Sample
 	audioMOS, videoMOS := 5.0, 5.0
@@ -190,13 +204,16 @@ func measure(p *Participant, pq *partQuality, now time.Time, elapsed time.Durati
 			continue // the publisher sends nothing now
 		}
 		rr := d.ReceiverStats()
+		if now.Sub(rr.REMBAt) < 3*QualityInterval {
+			st.REMBKbps = max(st.REMBKbps, int(rr.REMB/1000))
+		}
 		s := quality.Sample{
 			ExpectedKbps:  float64(expected) / 1000,
 			DeliveredKbps: float64(bytes-prev[1]) * 8 / 1000 / max(elapsed.Seconds(), 0.001),
 			Packets:       int(packets - prev[0]),
 		}
 		if now.Sub(rr.At) < 3*QualityInterval {
-			s.LossFraction = rr.FractionLost
+			s.LossFraction = netLoss(rr.FractionLost, upLoss[up][max(d.CurrentLayer(), 0)])
 			s.JitterMS = float64(rr.Jitter) / float64(time.Millisecond)
 			s.RTTMS = float64(rr.RTT) / float64(time.Millisecond)
 		}
@@ -239,9 +256,133 @@ func measure(p *Participant, pq *partQuality, now time.Time, elapsed time.Durati
 	return q, true
 }
 
+// netLoss returns the loss of the path from the server to a subscriber
+// when the subscriber's receiver reports say total and the publisher's
+// uplink lost up of the same stream already (the server forwards the
+// gaps): the two paths lose independently, so 1-total = (1-up)(1-down).
+// The two are measured over different intervals (the report's, about a
+// second, and the quality interval), so this is an estimate.
+func netLoss(total, up float64) float64 {
+	if up <= 0 || up >= 1 {
+		return total
+	}
+	return clamp01(1 - (1-total)/(1-up))
+}
+
+func clamp01(v float64) float64 { return math.Max(0, math.Min(1, v)) }
+
+// measureUplink scores what the server received of each track p
+// publishes over the last interval, records each track's loss by layer
+// in upLoss, and returns nil when nothing arrived.
+func measureUplink(p *Participant, pq *partQuality, now time.Time, upLoss map[*sfu.UpTrack][3]float64) *protocol.UplinkQuality {
+	tracks := p.peer.UpTracks()
+	seen := make(map[*sfu.UpTrack]bool, len(tracks))
+	var out *protocol.UplinkQuality
+	worst := 0
+	rtt := float64(p.peer.PublishRTT()) / float64(time.Millisecond)
+	for _, up := range tracks {
+		seen[up] = true
+		prev := pq.prevUp[up]
+		var cur [3]quality.ReceiveSnapshot
+		var gaps [3]float64
+		var lost, settled, packets uint64
+		for l := range cur {
+			st, ok := up.LayerUplink(l, now)
+			if !ok {
+				continue
+			}
+			r, was := st.Receive, prev[l]
+			cur[l] = r
+			f, n := r.LossSince(was)
+			settled += n
+			lost += uint64(math.Round(f * float64(n))) // f is lost/n
+			if r.Packets >= was.Packets && r.Expected >= was.Expected {
+				packets += r.Packets - was.Packets
+				// The gaps the server forwarded in the interval, before
+				// any recovery: what subscribers saw missing when their
+				// receiver reports were written.
+				if e := r.Expected - was.Expected; e > 0 {
+					gaps[l] = clamp01(float64(int64(e)-int64(r.Packets-was.Packets)) / float64(e))
+				}
+			}
+		}
+		pq.prevUp[up] = cur
+		upLoss[up] = gaps
+		if packets == 0 {
+			continue // nothing arrived: the publisher sends nothing now
+		}
+		all := up.Uplink(now)
+		s := quality.Sample{
+			JitterMS: float64(all.Receive.Jitter) / float64(time.Millisecond),
+			RTTMS:    rtt,
+			Packets:  int(packets),
+		}
+		if settled > 0 {
+			s.LossFraction = float64(lost) / float64(settled)
+		}
+		// No expected bitrate: the server does not know what the
+		// publisher's encoder aims at (REMB is a ceiling, not a target),
+		// and what the network dropped is counted as loss already.
+		info := up.Info()
+		mos := quality.VideoMOS(s)
+		if info.Kind == webrtc.RTPCodecTypeAudio {
+			mos = quality.AudioMOS(s)
+		}
+		t := protocol.TrackUplink{
+			Score: round1(mos), Level: string(quality.LevelOf(mos, s.Packets)),
+			LossPct: round1(100 * s.LossFraction), JitterMs: round1(s.JitterMS), Kbps: math.Round(float64(all.Bitrate) / 1000),
+		}
+		if out == nil {
+			out = &protocol.UplinkQuality{Score: t.Score, RTTMs: round1(rtt), Tracks: map[string]protocol.TrackUplink{}}
+			worst = s.Packets
+		}
+		out.Tracks[info.SID] = t
+		out.Kbps += t.Kbps
+		out.LossPct = math.Max(out.LossPct, t.LossPct)
+		out.JitterMs = math.Max(out.JitterMs, t.JitterMs)
+		if t.Score < out.Score {
+			out.Score, worst = t.Score, s.Packets
+		}
+	}
+	for up := range pq.prevUp {
+		if !seen[up] {
+			delete(pq.prevUp, up)
+		}
+	}
+	if out != nil {
+		out.Level = string(quality.LevelOf(out.Score, worst))
+	}
+	return out
+}
+
+// withUplink folds a participant's uplink into its quality message: the
+// participant's score is the lowest of its downlink (when hasDown) and
+// its uplink.
+func withUplink(q protocol.Quality, hasDown bool, p *Participant, up *protocol.UplinkQuality) protocol.Quality {
+	if !hasDown {
+		q = protocol.Quality{
+			Envelope:    protocol.Envelope{Type: protocol.TypeQuality},
+			Participant: p.info.SID,
+			Identity:    p.info.Identity,
+			Score:       up.Score,
+			Level:       up.Level,
+		}
+	} else if up.Score < q.Score {
+		q.Score, q.Level = up.Score, up.Level
+	}
+	q.Uplink = up
+	return q
+}
+
 // changed reports whether a quality message says something new: another
 // level, or a score that moved by at least 0.3.
 func changed(old, q protocol.Quality) bool {
+	if (old.Uplink == nil) != (q.Uplink == nil) {
+		return true
+	}
+	if old.Uplink != nil && (old.Uplink.Level != q.Uplink.Level || math.Abs(old.Uplink.Score-q.Uplink.Score) >= 0.3) {
+		return true
+	}
 	lv := func(m *protocol.MediaQuality) string {
 		if m == nil {
 			return ""
@@ -263,7 +404,30 @@ func statsEqual(a, b *protocol.ConnectionStats) bool {
 		return a == b
 	}
 	return a.EstimateKbps == b.EstimateKbps && a.NACKs == b.NACKs && a.PLIs == b.PLIs && maps.Equal(a.Layers, b.Layers) &&
-		len(a.AudioOnly) == len(b.AudioOnly) && a.LossPct == b.LossPct && a.RTTMs == b.RTTMs && a.JitterMs == b.JitterMs
+		len(a.AudioOnly) == len(b.AudioOnly) && a.LossPct == b.LossPct && a.RTTMs == b.RTTMs && a.JitterMs == b.JitterMs &&
+		a.REMBKbps == b.REMBKbps
+}
+
+// uplinkMoved reports whether the uplink figures moved enough since a
+// to send the participant its own copy again: a level, a score by 0.3, a
+// loss by a point, jitter by 5 ms, RTT by 20 ms or the rate by a fifth
+// (jitter, RTT and rate move a little every interval).
+func uplinkMoved(a, b *protocol.UplinkQuality) bool {
+	if a == nil || b == nil {
+		return a != b
+	}
+	if a.Level != b.Level || math.Abs(a.Score-b.Score) >= 0.3 || math.Abs(a.LossPct-b.LossPct) >= 1 ||
+		math.Abs(a.JitterMs-b.JitterMs) >= 5 || math.Abs(a.RTTMs-b.RTTMs) >= 20 ||
+		math.Abs(a.Kbps-b.Kbps) > 0.2*math.Max(a.Kbps, 1) || len(a.Tracks) != len(b.Tracks) {
+		return true
+	}
+	for sid, t := range b.Tracks {
+		o, ok := a.Tracks[sid]
+		if !ok || o.Level != t.Level || math.Abs(o.Score-t.Score) >= 0.3 || math.Abs(o.LossPct-t.LossPct) >= 1 {
+			return true
+		}
+	}
+	return false
 }
 
 func round1(v float64) float64 { return math.Round(v*10) / 10 }
@@ -304,6 +468,14 @@ type TrackQuality struct {
 	REMB             int64
 	KeyframeRequests uint64
 	Subscribers      int
+	// Uplink is the server's receive statistics of each layer
+	// (cumulative counters, the latest jitter); HasLayer says which
+	// layers exist (a track without simulcast has only the first).
+	Uplink   [3]quality.ReceiveSnapshot
+	HasLayer [3]bool
+	// Score is the track's latest uplink quality (nil before the first
+	// interval in which it sent anything).
+	Score *protocol.TrackUplink
 }
 
 // TrackQualities returns the adaptation figures of every published track.
@@ -317,13 +489,24 @@ func (r *Registry) TrackQualities() []TrackQuality {
 	now := time.Now()
 	var out []TrackQuality
 	for _, rm := range rms {
+		latest := rm.Quality()
 		rm.mu.Lock()
 		for sid, t := range rm.tracks {
-			out = append(out, TrackQuality{
+			tq := TrackQuality{
 				Room: rm.name, SID: sid, Participant: t.info.Participant, Kind: t.info.Kind,
 				LayerBitrates: t.up.LayerBitrates(now), REMB: t.up.REMB(),
 				KeyframeRequests: t.up.KeyframeRequests(), Subscribers: t.up.Subscribers(),
-			})
+			}
+			for l := range tq.Uplink {
+				st, ok := t.up.LayerUplink(l, now)
+				tq.Uplink[l], tq.HasLayer[l] = st.Receive, ok
+			}
+			if q := latest[t.info.Participant]; q.Uplink != nil {
+				if s, ok := q.Uplink.Tracks[sid]; ok {
+					tq.Score = &s
+				}
+			}
+			out = append(out, tq)
 		}
 		rm.mu.Unlock()
 	}

@@ -553,6 +553,8 @@ func (p *Peer) readSubscriberRTCP(d *DownTrack, sender *webrtc.RTPSender) {
 				d.up.RequestLayerKeyframe(int(l))
 			case *rtcp.ReceiverReport:
 				d.receiverReport(pk.Reports)
+			case *rtcp.ReceiverEstimatedMaximumBitrate:
+				d.rr.updateREMB(pk, time.Now())
 			case *rtcp.TransportLayerNack:
 				l := d.up.layer(d.current.Load())
 				if !d.up.simulcast {

@@ -15,6 +15,10 @@ type receiverReport struct {
 	jitter       atomic.Uint32 // RTP timestamp units
 	rtt          atomic.Int64  // ns; 0 when unknown
 	at           atomic.Int64  // Unix ns of the latest report
+	// The latest REMB the subscriber sent that names this down-track
+	// (browsers may send it besides transport-wide feedback).
+	remb   atomic.Uint64 // bits/s
+	rembAt atomic.Int64  // Unix ns; 0 when none
 }
 
 // ReceiverStats is what a subscriber's receiver reports say about one
@@ -25,6 +29,20 @@ type ReceiverStats struct {
 	Jitter       time.Duration // interarrival jitter
 	RTT          time.Duration // from the report's LSR and DLSR; 0 when unknown
 	At           time.Time     // when the latest report arrived; zero if none
+	// REMB is the latest receiver estimated maximum bitrate the
+	// subscriber sent about this down-track, bits/s, and REMBAt when it
+	// arrived (zero if none).
+	REMB   uint64
+	REMBAt time.Time
+}
+
+// updateREMB records a REMB the subscriber sent, received at now.
+func (rr *receiverReport) updateREMB(r *rtcp.ReceiverEstimatedMaximumBitrate, now time.Time) {
+	if r.Bitrate < 0 || r.Bitrate != r.Bitrate {
+		return // NaN or negative: nothing to record
+	}
+	rr.remb.Store(uint64(r.Bitrate))
+	rr.rembAt.Store(now.UnixNano())
 }
 
 // update records r, received at now. RTT is now minus the send time of
@@ -65,6 +83,9 @@ func (d *DownTrack) ReceiverStats() ReceiverStats {
 	}
 	if at := d.rr.at.Load(); at != 0 {
 		s.At = time.Unix(0, at)
+	}
+	if at := d.rr.rembAt.Load(); at != 0 {
+		s.REMB, s.REMBAt = d.rr.remb.Load(), time.Unix(0, at)
 	}
 	return s
 }

@@ -135,6 +135,8 @@ type layer struct {
 	winStart int64
 	winBytes uint64
 	rate     atomic.Int64 // bits per second over the last window
+
+	uplink uplink // loss and jitter of what the publisher sends
 }
 
 // rateWindow is how long a layer's bitrate is measured over.
@@ -480,6 +482,7 @@ func (l *layer) receive(p *packetView, n int, now int64) {
 	l.packetsIn.Add(1)
 	l.bytesIn.Add(uint64(n))
 	l.lastPacket.Store(now)
+	l.uplink.update(p, n, now, l.up.info.Codec.ClockRate)
 	l.winBytes += uint64(n)
 	if el := now - l.winStart; el >= rateWindow {
 		if l.winStart != 0 {

@@ -16,7 +16,7 @@ var (
 	descEstimate   = prometheus.NewDesc("huddle_participant_estimate_bps", "Bandwidth estimate towards the participant (GCC from TWCC feedback), bits per second.", qualityLabels, nil)
 	descNACKs      = prometheus.NewDesc("huddle_participant_nacks_total", "Packets the participant asked to be resent.", qualityLabels, nil)
 	descPLIs       = prometheus.NewDesc("huddle_participant_plis_total", "Keyframes the participant asked for (PLI and FIR).", qualityLabels, nil)
-	descLoss       = prometheus.NewDesc("huddle_participant_loss_ratio", "Worst fraction lost in the participant's latest receiver reports.", qualityLabels, nil)
+	descLoss       = prometheus.NewDesc("huddle_participant_loss_ratio", "Worst fraction lost in the participant's latest receiver reports, net of the publisher's uplink loss.", qualityLabels, nil)
 	descRTT        = prometheus.NewDesc("huddle_participant_rtt_seconds", "Worst round-trip time from the participant's receiver reports.", qualityLabels, nil)
 	descJitter     = prometheus.NewDesc("huddle_participant_jitter_seconds", "Worst interarrival jitter in the participant's receiver reports.", qualityLabels, nil)
 	descLayer      = prometheus.NewDesc("huddle_participant_layer", "Simulcast layer received per video track: 0 q, 1 h, 2 f, -1 none.", append(qualityLabels, "track"), nil)
@@ -26,8 +26,19 @@ var (
 	descTrackREMB  = prometheus.NewDesc("huddle_track_remb_bps", "Latest REMB cap sent to the publisher of a track without simulcast, bits per second.", trackLabels, nil)
 	descTrackPLIs  = prometheus.NewDesc("huddle_track_keyframe_requests_total", "Keyframe requests (PLI) sent to the publisher.", trackLabels, nil)
 	descTrackSubs  = prometheus.NewDesc("huddle_track_subscribers", "Subscribers of the track.", trackLabels, nil)
-	qualityMetrics = []*prometheus.Desc{descScore, descEstimate, descNACKs, descPLIs, descLoss, descRTT, descJitter, descLayer,
-		descTrackRate, descTrackREMB, descTrackPLIs, descTrackSubs}
+	descClientREMB = prometheus.NewDesc("huddle_participant_remb_bps", "Latest REMB the participant sent about what it receives (its own estimate), bits per second.", qualityLabels, nil)
+	// The uplink: what the server receives of each published track.
+	descTrackPackets = prometheus.NewDesc("huddle_track_uplink_packets_total", "Packets received from the publisher per simulcast layer (q, h, f; a track without simulcast is q), duplicates excluded.", append(trackLabels, "layer"), nil)
+	descTrackLost    = prometheus.NewDesc("huddle_track_uplink_lost_total", "Packets the publisher sent that never arrived, after retransmissions, per simulcast layer.", append(trackLabels, "layer"), nil)
+	descTrackRecov   = prometheus.NewDesc("huddle_track_uplink_recovered_total", "Packets that arrived after a later one and filled their gap in time (retransmissions, reordering), per simulcast layer.", append(trackLabels, "layer"), nil)
+	descTrackLoss    = prometheus.NewDesc("huddle_track_uplink_loss_ratio", "Fraction of the publisher's packets lost in the latest quality interval, after retransmissions.", trackLabels, nil)
+	descTrackJitter  = prometheus.NewDesc("huddle_track_uplink_jitter_seconds", "Interarrival jitter of the publisher's packets (RFC 3550) per simulcast layer.", append(trackLabels, "layer"), nil)
+	descTrackScore   = prometheus.NewDesc("huddle_track_uplink_score", "Uplink quality of the track, a MOS-like score from 1 to 5.", trackLabels, nil)
+	descUplinkScore  = prometheus.NewDesc("huddle_participant_uplink_score", "Uplink quality of the participant's published media (the lowest of its tracks), 1 to 5.", qualityLabels, nil)
+	descUplinkRTT    = prometheus.NewDesc("huddle_participant_uplink_rtt_seconds", "Round-trip time to the participant on its publish transport (ICE consent checks).", qualityLabels, nil)
+	qualityMetrics   = []*prometheus.Desc{descScore, descEstimate, descNACKs, descPLIs, descLoss, descRTT, descJitter, descLayer,
+		descTrackRate, descTrackREMB, descTrackPLIs, descTrackSubs, descClientREMB,
+		descTrackPackets, descTrackLost, descTrackRecov, descTrackLoss, descTrackJitter, descTrackScore, descUplinkScore, descUplinkRTT}
 )
 
 func (c qualityCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -47,6 +58,20 @@ func (c qualityCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descTrackREMB, prometheus.GaugeValue, float64(t.REMB), l...)
 		ch <- prometheus.MustNewConstMetric(descTrackPLIs, prometheus.CounterValue, float64(t.KeyframeRequests), l...)
 		ch <- prometheus.MustNewConstMetric(descTrackSubs, prometheus.GaugeValue, float64(t.Subscribers), l...)
+		for i, name := range []string{"q", "h", "f"} {
+			if !t.HasLayer[i] {
+				continue
+			}
+			u, ll := t.Uplink[i], append(l, name)
+			ch <- prometheus.MustNewConstMetric(descTrackPackets, prometheus.CounterValue, float64(u.Packets), ll...)
+			ch <- prometheus.MustNewConstMetric(descTrackLost, prometheus.CounterValue, float64(u.Lost), ll...)
+			ch <- prometheus.MustNewConstMetric(descTrackRecov, prometheus.CounterValue, float64(u.Recovered), ll...)
+			ch <- prometheus.MustNewConstMetric(descTrackJitter, prometheus.GaugeValue, u.Jitter.Seconds(), ll...)
+		}
+		if t.Score != nil {
+			ch <- prometheus.MustNewConstMetric(descTrackLoss, prometheus.GaugeValue, t.Score.LossPct/100, l...)
+			ch <- prometheus.MustNewConstMetric(descTrackScore, prometheus.GaugeValue, t.Score.Score, l...)
+		}
 	}
 	for _, rq := range c.reg.Quality() {
 		for sid, q := range rq.Participants {
@@ -58,10 +83,15 @@ func (c qualityCollector) Collect(ch chan<- prometheus.Metric) {
 			if q.Video != nil {
 				ch <- prometheus.MustNewConstMetric(descScore, prometheus.GaugeValue, q.Video.Score, append(l, "video")...)
 			}
+			if up := q.Uplink; up != nil {
+				ch <- prometheus.MustNewConstMetric(descUplinkScore, prometheus.GaugeValue, up.Score, l...)
+				ch <- prometheus.MustNewConstMetric(descUplinkRTT, prometheus.GaugeValue, up.RTTMs/1000, l...)
+			}
 			st := q.Stats
 			if st == nil {
 				continue
 			}
+			ch <- prometheus.MustNewConstMetric(descClientREMB, prometheus.GaugeValue, float64(st.REMBKbps)*1000, l...)
 			ch <- prometheus.MustNewConstMetric(descEstimate, prometheus.GaugeValue, float64(st.EstimateKbps)*1000, l...)
 			ch <- prometheus.MustNewConstMetric(descNACKs, prometheus.CounterValue, float64(st.NACKs), l...)
 			ch <- prometheus.MustNewConstMetric(descPLIs, prometheus.CounterValue, float64(st.PLIs), l...)

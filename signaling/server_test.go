@@ -106,6 +106,13 @@ type peer struct {
 
 func (s *testServer) join(t *testing.T, room, identity string) *peer {
 	t.Helper()
+	return s.joinWith(t, room, identity, nil)
+}
+
+// joinWith joins like join; onPacket, when set, is called in the track's
+// reader after each RTP packet received.
+func (s *testServer) joinWith(t *testing.T, room, identity string, onPacket func(*webrtc.TrackRemote, *webrtc.RTPReceiver)) *peer {
+	t.Helper()
 	p := &peer{identity: identity, pkts: map[string]*atomic.Int64{}, kinds: map[string]string{}, stop: make(chan struct{})}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -113,13 +120,16 @@ func (s *testServer) join(t *testing.T, room, identity string) *peer {
 		API:          s.api,
 		LoopbackOnly: true,
 		EventBuffer:  4096,
-		OnTrack: func(info protocol.Track, tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		OnTrack: func(info protocol.Track, tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 			n := p.counter(info.SID, tr.Kind().String())
 			for {
 				if _, _, err := tr.ReadRTP(); err != nil {
 					return
 				}
 				n.Add(1)
+				if onPacket != nil {
+					onPacket(tr, recv)
+				}
 			}
 		},
 		OnData: func(m protocol.DataMessage) {

@@ -534,7 +534,7 @@ export async function connect(opts) {
  *   error              HuddleError                 not tied to a request
  *   rtt                milliseconds                from ping/pong
  *   presence           person {identity, state, text, activity, rooms, sessions, last_seen}
- *   quality            {participant, score, level, audio, video, stats}  connection quality (stats: own only)
+ *   quality            {participant, score, level, audio, video, uplink, stats}  connection quality (stats: own only)
  *   bye                reason
  */
 export class Client extends Emitter {

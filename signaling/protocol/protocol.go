@@ -477,14 +477,45 @@ type MediaQuality struct {
 // and to the room, about every 2 s and only when it changed.
 type Quality struct {
 	Envelope
-	Participant string        `json:"participant"` // SID
-	Identity    string        `json:"identity"`
-	Score       float64       `json:"score"` // the lower of audio and video
-	Level       string        `json:"level"`
-	Audio       *MediaQuality `json:"audio,omitempty"`
-	Video       *MediaQuality `json:"video,omitempty"`
+	Participant string `json:"participant"` // SID
+	Identity    string `json:"identity"`
+	// Score is the lowest of audio, video and uplink.
+	Score float64 `json:"score"`
+	Level string  `json:"level"`
+	// Audio and Video are the downlink: what the participant receives.
+	Audio *MediaQuality `json:"audio,omitempty"`
+	Video *MediaQuality `json:"video,omitempty"`
+	// Uplink is what the server receives of the participant's published
+	// tracks; absent when nothing of them arrived in the interval.
+	Uplink *UplinkQuality `json:"uplink,omitempty"`
 	// Stats is only in the copy sent to the participant itself.
 	Stats *ConnectionStats `json:"stats,omitempty"`
+}
+
+// UplinkQuality is what the server measures, as the receiver, of a
+// participant's published media over the last interval.
+type UplinkQuality struct {
+	Score float64 `json:"score"` // the lowest of its tracks
+	Level string  `json:"level"`
+	// LossPct is the worst track's loss after retransmissions, percent;
+	// JitterMs the worst interarrival jitter; RTTMs the round trip to the
+	// publisher (ICE consent checks); Kbps the bitrate received of all
+	// its tracks.
+	LossPct  float64 `json:"loss_pct"`
+	JitterMs float64 `json:"jitter_ms"`
+	RTTMs    float64 `json:"rtt_ms"`
+	Kbps     float64 `json:"kbps"`
+	// Tracks has the same figures per published track, by track SID.
+	Tracks map[string]TrackUplink `json:"tracks,omitempty"`
+}
+
+// TrackUplink is the uplink quality of one published track.
+type TrackUplink struct {
+	Score    float64 `json:"score"`
+	Level    string  `json:"level"`
+	LossPct  float64 `json:"loss_pct"`
+	JitterMs float64 `json:"jitter_ms"`
+	Kbps     float64 `json:"kbps"`
 }
 
 // ConnectionStats is what the server measures of one participant's
@@ -503,9 +534,15 @@ type ConnectionStats struct {
 	// AudioOnly lists video tracks withheld because the estimate is
 	// below the configured floor (tracks without simulcast).
 	AudioOnly []string `json:"audio_only,omitempty"`
-	LossPct   float64  `json:"loss_pct"` // latest receiver reports
-	RTTMs     float64  `json:"rtt_ms"`
-	JitterMs  float64  `json:"jitter_ms"`
+	// LossPct is the worst loss in the latest receiver reports, net of
+	// what the publisher's uplink lost already.
+	LossPct  float64 `json:"loss_pct"`
+	RTTMs    float64 `json:"rtt_ms"`
+	JitterMs float64 `json:"jitter_ms"`
+	// REMBKbps is the latest receiver estimated maximum bitrate the
+	// participant sent (browsers may, besides transport-wide feedback),
+	// kbit/s; absent when none arrived recently.
+	REMBKbps int `json:"remb_kbps,omitempty"`
 }
 
 // TypeLayers is the server's hint to a publisher about which simulcast
