@@ -129,8 +129,8 @@ const rembInterval = time.Second
 
 // runREMB caps, every rembInterval until quit closes, each video track
 // this peer publishes without simulcast at the smallest share of its
-// subscribers (never under the engine's floor: subscribers below it get
-// audio only), with REMB.
+// subscribers or the engine's VideoMax, whichever is less (never under
+// the engine's floor: subscribers below it get audio only), with REMB.
 func (p *Peer) runREMB(quit <-chan struct{}) {
 	t := time.NewTicker(rembInterval)
 	defer t.Stop()
@@ -216,8 +216,11 @@ func (p *Peer) sendREMB() {
 				limit = s
 			}
 		}
+		if vmax := int64(p.engine.videoMax); vmax > 0 && (limit == 0 || limit > vmax) {
+			limit = vmax
+		}
 		if limit == 0 {
-			continue // nobody with an estimate receives it
+			continue // nobody with an estimate receives it, and no cap
 		}
 		limit = max(limit, int64(p.engine.floor))
 		up.remb.Store(limit)
