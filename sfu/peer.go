@@ -523,6 +523,7 @@ func (p *Peer) DownTrack(sid string) *DownTrack {
 // from the shared history by the track's reader. This is one goroutine per
 // down-track on the RTCP path; the packet path has none.
 func (p *Peer) readSubscriberRTCP(d *DownTrack, sender *webrtc.RTPSender) {
+	var asked nackLog // counts each sequence number asked for once
 	for {
 		pkts, _, err := sender.ReadRTCP()
 		if err != nil {
@@ -548,7 +549,9 @@ func (p *Peer) readSubscriberRTCP(d *DownTrack, sender *webrtc.RTPSender) {
 				r.down = d
 				for _, pair := range pk.Nacks {
 					for _, seq := range pair.PacketList() {
-						d.nacks.Add(1)
+						if asked.add(seq) {
+							d.nacks.Add(1)
+						}
 						if l == nil {
 							continue
 						}
