@@ -62,9 +62,9 @@ type Config struct {
 	// simulcast are capped by REMB at what their subscribers take, never
 	// below this floor.
 	VideoFloor int
-	// VideoMax, in bits/s, is the most a publisher without simulcast is
-	// asked (REMB) to send, whatever its subscribers could take (default
-	// 0: no cap). The floor wins over it.
+	// VideoMax, in bits/s, is the most a video track without simulcast
+	// is asked (REMB) to send, whatever its subscribers could take
+	// (default 0: no cap). The floor wins over it.
 	VideoMax int
 }
 

@@ -91,7 +91,7 @@ on the command line wins over the environment, which wins over the file.`,
 	fl.StringVar(&f.redis, "redis", "", "Redis URL (redis://host:6379/0) shared by the nodes: cluster mode, documents and presence in Redis; empty keeps everything in process")
 	addClusterFlags(fl, &f.cluster)
 	fl.IntVar(&f.videoFloor, "video-floor", 0, "kbit/s: a subscriber whose bandwidth estimate is below this gets video without simulcast as audio only (and is told so); REMB never caps a publisher below it")
-	fl.IntVar(&f.videoMax, "video-max-kbps", 0, "kbit/s: the most a publisher of video without simulcast is asked (REMB) to send, whatever its subscribers could take; 0 means no cap (--video-floor wins over it)")
+	fl.IntVar(&f.videoMax, "video-max-kbps", 0, "kbit/s: the most a video track without simulcast is asked (REMB) to send, whatever its subscribers could take; 0 means no cap (--video-floor wins over it)")
 	return cmd
 }
 
