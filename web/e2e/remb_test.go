@@ -75,9 +75,25 @@ func videoSendRate(ctx context.Context, t *testing.T, b *browser, bin, name stri
 		t.Fatalf("tab %s: navigate: %v", name, err)
 	}
 	waitJoined(t, tb, 20*time.Second)
-	waitFor(t, tb, "camera video sent", 20*time.Second,
-		`window.huddle.outbound().then(o => o.some(s => s.kind === 'video' && s.bytesSent > 0))`)
+	// waitFor cannot await a promise: poll here.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		sent, err := eval[bool](tb, `window.huddle.outbound().then(o => o.some(s => s.kind === 'video' && s.bytesSent > 0))`)
+		if err == nil && sent {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tab %s: no camera video sent within 20 s (last error: %v)", name, err)
+		}
+	}
 
+	if capKbps > 0 {
+		// The server's answer offers REMB for the camera's codec.
+		fb, err := eval[[]string](tb, `window.huddle.client.publisher.currentRemoteDescription.sdp.split('\r\n').filter(l => l.startsWith('a=rtcp-fb:') && l.includes('goog-remb'))`)
+		if err != nil || len(fb) == 0 {
+			t.Fatalf("tab %s: no goog-remb in the server's answer (%v)", name, err)
+		}
+		t.Logf("tab %s: the answer has %d goog-remb lines, e.g. %q", name, len(fb), fb[0])
+	}
 	video := func() outbound {
 		t.Helper()
 		out, err := eval[[]outbound](tb, `window.huddle.outbound()`)
