@@ -127,10 +127,8 @@ func (p *Peer) allocate(now time.Time, bwe cc.BandwidthEstimator, a *quality.All
 // what its subscribers can take.
 const rembInterval = time.Second
 
-// runREMB caps, every rembInterval until quit closes, each video track
-// this peer publishes without simulcast at the smallest share of its
-// subscribers (never under the engine's floor: subscribers below it get
-// audio only), with REMB.
+// runREMB caps, every rembInterval until quit closes, the video this
+// peer publishes without simulcast with REMB (see Engine.remb).
 func (p *Peer) runREMB(quit <-chan struct{}) {
 	t := time.NewTicker(rembInterval)
 	defer t.Stop()
@@ -206,8 +204,31 @@ func (p *Peer) sendREMB() {
 		return
 	}
 	p.updateWantedLayers(ups)
+	bitrate, ssrcs := p.engine.remb(ups)
+	if bitrate == 0 {
+		return
+	}
+	if err := pub.WriteRTCP([]rtcp.Packet{&rtcp.ReceiverEstimatedMaximumBitrate{Bitrate: float32(bitrate), SSRCs: ssrcs}}); err != nil {
+		p.log.Debug("remb", "err", err)
+	}
+}
+
+// remb returns the REMB for a publisher of ups, and records each track's
+// limit. Browsers take a REMB as the limit of all they send on the
+// transport, whichever SSRCs it names: so it is one REMB, the sum of the
+// limits of the video tracks without simulcast, each the smallest share
+// of its subscribers or VideoMax, whichever is less (a track nobody with
+// an estimate receives: VideoMax alone), and never under the floor. It
+// returns 0 when there is no limit to send, and when the publisher also
+// sends simulcast video, which such a REMB would starve.
+func (e *Engine) remb(ups []*UpTrack) (bitrate int64, ssrcs []uint32) {
 	for _, up := range ups {
-		if up.simulcast || up.info.Kind != webrtc.RTPCodecTypeVideo {
+		if up.simulcast {
+			return 0, nil
+		}
+	}
+	for _, up := range ups {
+		if up.info.Kind != webrtc.RTPCodecTypeVideo {
 			continue
 		}
 		limit := int64(0)
@@ -216,14 +237,16 @@ func (p *Peer) sendREMB() {
 				limit = s
 			}
 		}
+		if vmax := int64(e.videoMax); vmax > 0 && (limit == 0 || limit > vmax) {
+			limit = vmax
+		}
 		if limit == 0 {
-			continue // nobody with an estimate receives it
+			continue // nobody with an estimate receives it, and no cap
 		}
-		limit = max(limit, int64(p.engine.floor))
+		limit = max(limit, int64(e.floor))
 		up.remb.Store(limit)
-		ssrc := up.mediaSSRC()
-		if err := pub.WriteRTCP([]rtcp.Packet{&rtcp.ReceiverEstimatedMaximumBitrate{Bitrate: float32(limit), SSRCs: []uint32{ssrc}}}); err != nil {
-			p.log.Debug("remb", "err", err)
-		}
+		bitrate += limit
+		ssrcs = append(ssrcs, up.mediaSSRC())
 	}
+	return bitrate, ssrcs
 }

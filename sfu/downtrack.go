@@ -68,7 +68,7 @@ type DownTrack struct {
 
 	packets  atomic.Uint64
 	bytes    atomic.Uint64
-	nacks    atomic.Uint64 // NACKed packets received from the subscriber
+	nacks    atomic.Uint64 // sequence numbers the subscriber asked to be resent, each once
 	plis     atomic.Uint64 // PLI/FIR received from the subscriber
 	switches atomic.Uint64
 	probed   atomic.Uint64 // bytes of probe padding sent
@@ -241,8 +241,9 @@ func (d *DownTrack) Probe(n int64) { d.probe.Store(n) }
 // ProbedBytes returns the bytes of probe padding sent.
 func (d *DownTrack) ProbedBytes() uint64 { return d.probed.Load() }
 
-// Stats returns packets and bytes sent, NACKed packets and keyframe
-// requests received.
+// Stats returns packets and bytes sent, the sequence numbers the
+// subscriber asked to be resent (each once, however often it asked, and
+// whether or not the SFU could resend it) and keyframe requests received.
 func (d *DownTrack) Stats() (packets, bytes, nacks, plis uint64) {
 	return d.packets.Load(), d.bytes.Load(), d.nacks.Load(), d.plis.Load()
 }

@@ -62,6 +62,10 @@ type Config struct {
 	// simulcast are capped by REMB at what their subscribers take, never
 	// below this floor.
 	VideoFloor int
+	// VideoMax, in bits/s, is the most a video track without simulcast
+	// is asked (REMB) to send, whatever its subscribers could take
+	// (default 0: no cap). The floor wins over it.
+	VideoMax int
 }
 
 // Engine holds the Pion APIs and the shared ICE sockets. One per server.
@@ -75,6 +79,7 @@ type Engine struct {
 	udpAddrs     []net.Addr
 	alloc        quality.AllocatorConfig
 	floor        int
+	videoMax     int
 
 	bweMu sync.Mutex
 	bwes  map[string]cc.BandwidthEstimator // by PeerConnection id, until taken
@@ -86,7 +91,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	e := &Engine{log: log, bwes: map[string]cc.BandwidthEstimator{}, floor: cfg.VideoFloor}
+	e := &Engine{log: log, bwes: map[string]cc.BandwidthEstimator{}, floor: cfg.VideoFloor, videoMax: cfg.VideoMax}
 	e.alloc = quality.AllocatorConfig{Floor: cfg.VideoFloor}
 	initial := cfg.InitialEstimate
 	if initial <= 0 {

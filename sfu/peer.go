@@ -69,8 +69,7 @@ type Peer struct {
 	pub            *webrtc.PeerConnection
 	expected       map[string]TrackInfo // publish: msid track id → info
 	layered        map[string]*UpTrack  // simulcast tracks by msid track id
-	layerTracks    map[*layer]*webrtc.TrackRemote
-	ups            map[string]*UpTrack // published by this peer, by SID
+	ups            map[string]*UpTrack  // published by this peer, by SID
 	downs          map[string]*subscription
 	awaitingAnswer bool
 	pendingOffer   bool
@@ -100,7 +99,6 @@ func NewPeer(e *Engine, id string, events PeerEvents, channels []DataChannelSpec
 		channels:     map[string]*dataChannel{},
 		expected:     map[string]TrackInfo{},
 		layered:      map[string]*UpTrack{},
-		layerTracks:  map[*layer]*webrtc.TrackRemote{},
 		ups:          map[string]*UpTrack{},
 		downs:        map[string]*subscription{},
 		pendingCands: map[string][]webrtc.ICECandidateInit{},
@@ -318,24 +316,17 @@ func (p *Peer) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 	}
 	if up := p.layered[remote.ID()]; up != nil && rid != "" {
 		l := up.addLayer(index, uint32(remote.SSRC()), remoteSource{remote})
-		if l != nil {
-			p.layerTracks[l] = remote
-		}
 		if l == nil {
-			// Pion announces a layer again when it replaced its stream or
-			// its receiver: the layer's reader goes on with the track it
-			// is given now.
+			// Pion announces a layer again when a stream with a new SSRC
+			// carries its rid: it points the same TrackRemote (and the
+			// receiver's RTCP for the rid) at that stream, so the layer's
+			// readers go on as they are, their next reads from it.
 			if old := up.layer(int32(index)); old != nil {
 				if prev := old.ssrc.Swap(uint32(remote.SSRC())); prev != uint32(remote.SSRC()) {
 					// Pion gives a stream with an SSRC not in the offer
 					// to the rid it carries: the publisher sent another
 					// stream (RTX, FEC) with this rid, or restarted it.
 					p.log.Warn("simulcast layer now read from another SSRC", "rid", rid, "ssrc", prev, "new_ssrc", uint32(remote.SSRC()))
-				}
-				if p.layerTracks[old] != remote {
-					p.layerTracks[old] = remote
-					old.replaceSource(remoteSource{remote})
-					p.startRTCPReader(rid, recv)
 				}
 			}
 			p.mu.Unlock()
@@ -362,10 +353,8 @@ func (p *Peer) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 	// The other layers of a simulcast track may arrive at once: they
 	// find the group under the same lock.
 	up := newUpTrackGroup(info, rid != "", p.pub, extURIs)
-	up.stop = p.quit
 	up.keyframes = p.keyframes
 	l := up.addLayer(index, uint32(remote.SSRC()), remoteSource{remote})
-	p.layerTracks[l] = remote
 	p.ups[info.SID] = up
 	if rid != "" {
 		p.layered[remote.ID()] = up
@@ -427,9 +416,6 @@ func (p *Peer) Unpublish(sid string) {
 	delete(p.ups, sid)
 	if up != nil {
 		delete(p.layered, up.info.CID)
-		for i := range up.layers {
-			delete(p.layerTracks, up.layers[i].Load())
-		}
 	}
 	pub := p.pub
 	p.mu.Unlock()
@@ -537,6 +523,7 @@ func (p *Peer) DownTrack(sid string) *DownTrack {
 // from the shared history by the track's reader. This is one goroutine per
 // down-track on the RTCP path; the packet path has none.
 func (p *Peer) readSubscriberRTCP(d *DownTrack, sender *webrtc.RTPSender) {
+	var asked nackLog // counts each sequence number asked for once
 	for {
 		pkts, _, err := sender.ReadRTCP()
 		if err != nil {
@@ -564,7 +551,9 @@ func (p *Peer) readSubscriberRTCP(d *DownTrack, sender *webrtc.RTPSender) {
 				r.down = d
 				for _, pair := range pk.Nacks {
 					for _, seq := range pair.PacketList() {
-						d.nacks.Add(1)
+						if asked.add(seq) {
+							d.nacks.Add(1)
+						}
 						if l == nil {
 							continue
 						}

@@ -96,9 +96,6 @@ type UpTrack struct {
 	retired bool
 	running int // layer readers still running; guarded by mu
 
-	// stop, closed when the publisher's peer closes, ends readers that
-	// wait for a stream to come back (nil: they end at once).
-	stop <-chan struct{}
 	// keyframes, when set, takes keyframe requests to send, so that the
 	// packet path never waits on an RTCP write; nil sends them at once.
 	keyframes chan<- keyframeRequest
@@ -118,9 +115,8 @@ type UpTrack struct {
 type layer struct {
 	up       *UpTrack
 	index    int
-	ssrc     atomic.Uint32 // Pion may replace the stream with a new SSRC
+	ssrc     atomic.Uint32 // Pion may read the layer from a new SSRC (see Peer.onTrack)
 	src      rtpSource
-	next     atomic.Pointer[rtpSource] // a replacement for src, taken when src ends
 	history  *packetHistory
 	nacks    chan nackRequest
 	wasMuted bool // reader-owned: muted on the previous packet
@@ -267,21 +263,6 @@ func (u *UpTrack) LayerSSRCs() [maxLayers]uint32 {
 		}
 	}
 	return out
-}
-
-// replaceSource hands the layer's reader a new source, which it takes
-// when the current one ends (Pion may announce a layer again on a new
-// track after it stopped the old receiver).
-func (l *layer) replaceSource(src rtpSource) { l.next.Store(&src) }
-
-// streamRevival is how long a layer's reader waits for its stream to come
-// back after it ended while the peer lives on.
-const streamRevival = 2 * time.Second
-
-func (u *UpTrack) isRetired() bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.retired
 }
 
 // Retire marks the track as unpublished: from now on it takes no new
@@ -435,38 +416,15 @@ func (l *layer) run() {
 		}
 	}()
 	var p packetView
-	var failingSince time.Time
 	for {
 		buf := l.history.buffer()
 		n, err := l.src.Read(buf)
 		if err != nil {
-			if !isClosedErr(err) {
-				continue // a malformed packet: skip it
-			}
-			// Pion may replace a layer's stream (it then announces the
-			// track again): keep reading for a while unless the track or
-			// the peer is gone.
-			if next := l.next.Swap(nil); next != nil {
-				l.src = *next
-				failingSince = time.Time{}
-				continue
-			}
-			if failingSince.IsZero() {
-				failingSince = time.Now()
-			}
-			if l.up.stop == nil || l.up.isRetired() || time.Since(failingSince) > streamRevival {
+			if isClosedErr(err) {
 				return
 			}
-			t := time.NewTimer(50 * time.Millisecond)
-			select {
-			case <-l.up.stop:
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			continue
+			continue // a malformed packet: skip it
 		}
-		failingSince = time.Time{}
 		if parseRTP(buf[:n], &p) != nil {
 			continue
 		}

@@ -108,6 +108,8 @@ window.huddle = {
     const stats = await client.inboundStats();
     return stats.map((s) => ({ ...s, name: participantName(s.participant) }));
   },
+  /** outbound lists outbound-rtp statistics of what this page sends. */
+  outbound: async () => (client ? client.outboundStats() : []),
   leave: () => leave(),
 };
 
@@ -238,6 +240,8 @@ async function start() {
           token,
           room,
           iceTransportPolicy: params.get('ice') === 'relay' ? 'relay' : 'all',
+          // ?simulcast=0 sends the camera as one stream (the server then caps it with REMB).
+          simulcast: params.get('simulcast') !== '0',
           followRedirects: false, // the page moves to the node instead (its CSP allows only its own origin)
         });
         break;

@@ -1234,6 +1234,34 @@ export class Client extends Emitter {
     return out;
   }
 
+  /**
+   * outboundStats returns the publish transport's outbound-rtp reports, one
+   * per sent stream (a simulcast track has one per layer), each with the
+   * server's SID of its local track.
+   */
+  async outboundStats() {
+    if (!this.publisher) return [];
+    const report = await this.publisher.getStats();
+    const byMid = new Map([...this._local.values()].map((l) => [l.transceiver.mid, l]));
+    const out = [];
+    for (const s of report.values()) {
+      if (s.type !== 'outbound-rtp') continue;
+      out.push({
+        kind: s.kind,
+        mid: s.mid ?? null,
+        rid: s.rid ?? null,
+        sid: byMid.get(s.mid)?.sid ?? null,
+        packetsSent: s.packetsSent ?? 0,
+        bytesSent: s.bytesSent ?? 0,
+        targetBitrate: s.targetBitrate ?? 0,
+        frameWidth: s.frameWidth ?? 0,
+        frameHeight: s.frameHeight ?? 0,
+        qualityLimitationReason: s.qualityLimitationReason ?? null,
+      });
+    }
+    return out;
+  }
+
   // -------------------------------------------------------------------------
   // Ending
 

@@ -395,7 +395,11 @@ class FakePublishPC {
   static last = null;
   constructor() {
     this.added = [];
+    this.stats = new Map(); // what getStats reports
     FakePublishPC.last = this;
+  }
+  async getStats() {
+    return this.stats;
   }
   addTransceiver(track, init) {
     const params = { encodings: (init.sendEncodings ?? [{}]).map((e) => ({ ...e, active: true })) };
@@ -408,7 +412,7 @@ class FakePublishPC {
         params.encodings = p.encodings;
       },
     };
-    const t = { sender, init };
+    const t = { sender, init, mid: String(this.added.length) };
     this.added.push(t);
     return t;
   }
@@ -435,5 +439,32 @@ test('camera video is published as simulcast q/h/f and layers follow the server'
   await tick();
   assert.deepEqual(cam.sender.getParameters().encodings.map((e) => e.active), [true, true, true]);
   assert.equal(cam.sender.set.length, 2);
+  c.close();
+});
+
+test('simulcast: false publishes the camera as one stream, and outboundStats names its track', async () => {
+  const p = connect({
+    url: 'ws://h/ws',
+    token: 'T',
+    WebSocket: FakeSocket,
+    RTCPeerConnection: FakePublishPC,
+    pingInterval: 0,
+    simulcast: false,
+  });
+  await tick();
+  FakeSocket.last.serve(JOINED);
+  const c = await p;
+  c._addLocal({ id: 'cam', kind: 'video', enabled: true }, {});
+  const [cam] = FakePublishPC.last.added;
+  assert.equal(cam.init.sendEncodings, undefined);
+  c._local.get('cam').sid = 'TR_cam';
+  FakePublishPC.last.stats.set('o1', { type: 'outbound-rtp', kind: 'video', mid: cam.mid, bytesSent: 1200, targetBitrate: 150000 });
+  FakePublishPC.last.stats.set('r1', { type: 'remote-inbound-rtp', kind: 'video' });
+  const out = await c.outboundStats();
+  assert.equal(out.length, 1);
+  assert.equal(out[0].sid, 'TR_cam');
+  assert.equal(out[0].rid, null);
+  assert.equal(out[0].bytesSent, 1200);
+  assert.equal(out[0].targetBitrate, 150000);
   c.close();
 });

@@ -48,6 +48,8 @@ type serveFlags struct {
 	cluster         clusterFlags
 	// videoFloor is sfu.Config.VideoFloor in kbit/s.
 	videoFloor int
+	// videoMax is sfu.Config.VideoMax in kbit/s.
+	videoMax int
 }
 
 func newServeCmd() *cobra.Command {
@@ -89,6 +91,7 @@ on the command line wins over the environment, which wins over the file.`,
 	fl.StringVar(&f.redis, "redis", "", "Redis URL (redis://host:6379/0) shared by the nodes: cluster mode, documents and presence in Redis; empty keeps everything in process")
 	addClusterFlags(fl, &f.cluster)
 	fl.IntVar(&f.videoFloor, "video-floor", 0, "kbit/s: a subscriber whose bandwidth estimate is below this gets video without simulcast as audio only (and is told so); REMB never caps a publisher below it")
+	fl.IntVar(&f.videoMax, "video-max-kbps", 0, "kbit/s: the most a video track without simulcast is asked (REMB) to send, whatever its subscribers could take; 0 means no cap (--video-floor wins over it)")
 	return cmd
 }
 
@@ -181,6 +184,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	}
 	engCfg := sfu.Config{UDPPort: f.udpPort, ICETCP: f.iceTCP, PublicIPs: f.publicIPs, Logger: log}
 	engCfg.VideoFloor = f.videoFloor * 1000
+	engCfg.VideoMax = f.videoMax * 1000
 	if loopback {
 		// A loopback server serves this machine: announce loopback only.
 		// ICE-TCP binds 127.0.0.1 too, so no media port is open to the network.

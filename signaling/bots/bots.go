@@ -96,6 +96,8 @@ type Config struct {
 
 	// interceptors are added to the bots' API nearest the wire (tests).
 	interceptors []interceptor.Factory
+	// configure adjusts the bots' SettingEngine (tests).
+	configure func(*webrtc.SettingEngine)
 }
 
 func (c *Config) setDefaults() error {
@@ -274,7 +276,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Timeline != nil {
 		e.timeline = &timeline{w: cfg.Timeline}
 	}
-	if e.api, err = client.NewAPI(client.APIOptions{LoopbackOnly: *cfg.LoopbackOnly, Interceptors: cfg.interceptors}); err != nil {
+	if e.api, err = client.NewAPI(client.APIOptions{LoopbackOnly: *cfg.LoopbackOnly, Interceptors: cfg.interceptors, Configure: cfg.configure}); err != nil {
 		return nil, err
 	}
 

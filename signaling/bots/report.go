@@ -90,8 +90,8 @@ type Report struct {
 	// layer, summed over subscribers and video tracks, in seconds (told
 	// by the size of the keyframes received).
 	Layers LayerSeconds `json:"layers"`
-	// NACKs and PLIs are the retransmissions and keyframes the subscribers
-	// asked for, as the server counted them.
+	// NACKs and PLIs are the packets (each once, however often asked)
+	// and keyframes the subscribers asked for, as the server counted them.
 	NACKs uint64 `json:"nacks"`
 	PLIs  uint64 `json:"plis"`
 	// EstKbps is over every bandwidth estimate the server reported to the

@@ -524,8 +524,10 @@ type ConnectionStats struct {
 	// EstimateKbps is the server's estimate of the bandwidth towards the
 	// participant (GCC from transport-wide feedback), kbit/s.
 	EstimateKbps int `json:"est_kbps"`
-	// NACKs is how many packets the participant asked to be resent;
-	// PLIs how many keyframes it asked for (PLI and FIR), in all.
+	// NACKs is how many packets the participant asked to be resent: the
+	// sequence numbers in its NACKs, each counted once however often it
+	// asked and whether or not the server could resend it. PLIs is how
+	// many keyframes it asked for (PLI and FIR), in all.
 	NACKs uint64 `json:"nacks"`
 	PLIs  uint64 `json:"plis"`
 	// Layers maps each received simulcast video track to the layer it
