@@ -204,7 +204,7 @@ func (p *Peer) sendREMB() {
 		return
 	}
 	p.updateWantedLayers(ups)
-	bitrate, ssrcs := p.engine.remb(ups)
+	bitrate, ssrcs := p.engine.remb(ups, time.Now())
 	if bitrate == 0 {
 		return
 	}
@@ -218,17 +218,21 @@ func (p *Peer) sendREMB() {
 // transport, whichever SSRCs it names: so it is one REMB, the sum of the
 // limits of the video tracks without simulcast, each the smallest share
 // of its subscribers or VideoMax, whichever is less (a track nobody with
-// an estimate receives: VideoMax alone), and never under the floor. It
-// returns 0 when there is no limit to send, and when the publisher also
-// sends simulcast video, which such a REMB would starve.
-func (e *Engine) remb(ups []*UpTrack) (bitrate int64, ssrcs []uint32) {
+// an estimate receives: VideoMax alone), and never under the floor, plus
+// what its audio sends now (so that the video gets its limit). It returns
+// 0 when there is no limit to send, and when some video of the publisher
+// has no limit (simulcast video, or a track nobody limits): such a REMB
+// would starve it.
+func (e *Engine) remb(ups []*UpTrack, now time.Time) (bitrate int64, ssrcs []uint32) {
 	for _, up := range ups {
 		if up.simulcast {
 			return 0, nil
 		}
 	}
+	audio := int64(0)
 	for _, up := range ups {
 		if up.info.Kind != webrtc.RTPCodecTypeVideo {
+			audio += int64(up.LayerBitrates(now)[0])
 			continue
 		}
 		limit := int64(0)
@@ -241,12 +245,15 @@ func (e *Engine) remb(ups []*UpTrack) (bitrate int64, ssrcs []uint32) {
 			limit = vmax
 		}
 		if limit == 0 {
-			continue // nobody with an estimate receives it, and no cap
+			return 0, nil // nobody with an estimate receives it, and no cap
 		}
 		limit = max(limit, int64(e.floor))
 		up.remb.Store(limit)
 		bitrate += limit
 		ssrcs = append(ssrcs, up.mediaSSRC())
 	}
-	return bitrate, ssrcs
+	if bitrate == 0 {
+		return 0, nil
+	}
+	return bitrate + audio, ssrcs
 }

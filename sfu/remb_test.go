@@ -3,6 +3,7 @@ package sfu
 import (
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/pion/webrtc/v4"
 )
@@ -37,6 +38,10 @@ func TestREMBIsOneLimitForThePublisher(t *testing.T) {
 			[]*UpTrack{track("cam", webrtc.RTPCodecTypeVideo, 1, 600*kbps)}, 300 * kbps, []uint32{1}},
 		{"the floor over the cap", 200 * kbps, 100 * kbps,
 			[]*UpTrack{track("cam", webrtc.RTPCodecTypeVideo, 1, 600*kbps)}, 200 * kbps, []uint32{1}},
+		{"one track limited, one not: none (it would starve the other)", 0, 0, []*UpTrack{
+			track("cam", webrtc.RTPCodecTypeVideo, 1, 600*kbps),
+			track("screen", webrtc.RTPCodecTypeVideo, 2),
+		}, 0, nil},
 		{"two tracks and audio: the sum", 0, 0, []*UpTrack{
 			track("cam", webrtc.RTPCodecTypeVideo, 1, 600*kbps),
 			track("screen", webrtc.RTPCodecTypeVideo, 2, 900*kbps, 1200*kbps),
@@ -45,7 +50,7 @@ func TestREMBIsOneLimitForThePublisher(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e := &Engine{floor: c.floor, videoMax: c.max}
-			got, ssrcs := e.remb(c.ups)
+			got, ssrcs := e.remb(c.ups, time.Now())
 			slices.Sort(ssrcs)
 			if got != c.want || !slices.Equal(ssrcs, c.wantSSRCs) {
 				t.Fatalf("REMB %d for %v; want %d for %v", got, ssrcs, c.want, c.wantSSRCs)
@@ -56,7 +61,7 @@ func TestREMBIsOneLimitForThePublisher(t *testing.T) {
 	s, _ := newSimSource(t)
 	screen := track("screen", webrtc.RTPCodecTypeVideo, 2, 900*kbps)
 	e := &Engine{videoMax: 150 * kbps}
-	if got, _ := e.remb([]*UpTrack{screen, s.up}); got != 0 {
+	if got, _ := e.remb([]*UpTrack{screen, s.up}, time.Now()); got != 0 {
 		t.Fatalf("REMB %d to a publisher that also sends simulcast video; want none", got)
 	}
 }
