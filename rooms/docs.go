@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/huddle-rtc/huddle/rooms/doc"
@@ -20,7 +21,7 @@ var dataChannels = func() []sfu.DataChannelSpec {
 	return []sfu.DataChannelSpec{
 		{Label: protocol.ChannelData},
 		{Label: protocol.ChannelDoc},
-		{Label: protocol.ChannelCursor, Unordered: true, MaxRetransmits: &zero},
+		{Label: protocol.ChannelCursor, Unordered: true, MaxRetransmits: &zero, DrainedBelow: cursorBacklog / 2},
 	}
 }()
 
@@ -34,6 +35,12 @@ type docState struct {
 	docClient string // "" until hello: the participant's SID
 	docCancel context.CancelFunc
 	docDone   chan struct{}
+
+	// heldCursors are the latest cursors of others (by sender SID) that
+	// were not relayed to this participant while its cursor channel was
+	// backed up; they go out when it drains.
+	cursorMu    sync.Mutex
+	heldCursors map[string][]byte
 }
 
 // document opens the room's document on first use.
@@ -438,9 +445,47 @@ func (p *Participant) cursorMessage(data []byte) {
 		// a receiver with cursors in flight skips this one (a later cursor
 		// replaces it).
 		if o.peer.DataBuffered(protocol.ChannelCursor) > cursorBacklog {
+			o.holdCursor(info.SID, b)
 			continue
 		}
 		_ = o.peer.SendDataText(protocol.ChannelCursor, string(b))
+	}
+}
+
+// holdCursor keeps the latest cursor of sender that this participant's
+// backed-up channel skipped, to send when it drains: else the sender's
+// caret would stay where it was until it moved again.
+func (p *Participant) holdCursor(sender string, msg []byte) {
+	p.cursorMu.Lock()
+	defer p.cursorMu.Unlock()
+	if p.heldCursors == nil {
+		p.heldCursors = map[string][]byte{}
+	}
+	p.heldCursors[sender] = msg
+}
+
+// DataDrained sends the cursors held back while the cursor channel was
+// backed up, those of senders still in the room; it runs on the data
+// channel's goroutine when the channel drains.
+func (p *Participant) DataDrained(label string) {
+	if label != protocol.ChannelCursor {
+		return
+	}
+	p.cursorMu.Lock()
+	held := p.heldCursors
+	p.heldCursors = nil
+	p.cursorMu.Unlock()
+	if len(held) == 0 {
+		return
+	}
+	rm := p.room
+	for sender, msg := range held {
+		rm.mu.Lock()
+		_, present := rm.participants[sender]
+		rm.mu.Unlock()
+		if present {
+			_ = p.peer.SendDataText(protocol.ChannelCursor, string(msg))
+		}
 	}
 }
 

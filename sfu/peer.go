@@ -53,6 +53,17 @@ type DataChannelSpec struct {
 	Label          string
 	Unordered      bool
 	MaxRetransmits *uint16
+	// DrainedBelow, when set, makes the peer tell PeerEvents that
+	// implement DrainEvents each time the bytes sent on this channel and
+	// not yet acknowledged fall to this level or below.
+	DrainedBelow uint64
+}
+
+// DrainEvents is implemented by PeerEvents that want to know when a
+// channel's send buffer drained (see DataChannelSpec.DrainedBelow), to
+// send what they held back while it was full.
+type DrainEvents interface {
+	DataDrained(label string)
 }
 
 // Peer is one participant's two transports.
@@ -123,6 +134,10 @@ func NewPeer(e *Engine, id string, events PeerEvents, channels []DataChannelSpec
 		ch := &dataChannel{dc: dc, opened: make(chan struct{})}
 		dc.OnOpen(func() { ch.once.Do(func() { close(ch.opened) }) })
 		dc.OnMessage(func(m webrtc.DataChannelMessage) { events.DataMessage(label, m.Data) })
+		if de, ok := events.(DrainEvents); ok && spec.DrainedBelow > 0 {
+			dc.SetBufferedAmountLowThreshold(spec.DrainedBelow)
+			dc.OnBufferedAmountLow(func() { de.DataDrained(label) })
+		}
 		p.channels[label] = ch
 	}
 	p.wg.Add(3)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,8 +31,10 @@ type docPeer struct {
 	doc     *webrtc.DataChannel
 	in      chan map[string]json.RawMessage
 	cursors chan rooms.CursorMessage
-	open    chan *webrtc.DataChannel
-	cursor  chan *webrtc.DataChannel
+	// lastAnchor is the anchor of the latest cursor received, -1 before.
+	lastAnchor atomic.Int64
+	open       chan *webrtc.DataChannel
+	cursor     chan *webrtc.DataChannel
 
 	text    string
 	version uint64
@@ -43,6 +46,7 @@ func joinDoc(t *testing.T, url string, api *webrtc.API, room, identity string, g
 	t.Helper()
 	p := &docPeer{t: t, in: make(chan map[string]json.RawMessage, 1024), cursors: make(chan rooms.CursorMessage, 64),
 		open: make(chan *webrtc.DataChannel, 1), cursor: make(chan *webrtc.DataChannel, 1)}
+	p.lastAnchor.Store(-1)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := client.Dial(ctx, url, token(t, room, identity, grants...), client.Options{
@@ -61,6 +65,7 @@ func joinDoc(t *testing.T, url string, api *webrtc.API, room, identity string, g
 				dc.OnMessage(func(m webrtc.DataChannelMessage) {
 					var v rooms.CursorMessage
 					if err := json.Unmarshal(m.Data, &v); err == nil {
+						p.lastAnchor.Store(int64(v.Anchor))
 						select {
 						case p.cursors <- v:
 						default:
@@ -319,5 +324,33 @@ func TestDocResubmitUndoHistory(t *testing.T) {
 	b, _ := json.Marshal(m)
 	if err := json.Unmarshal(b, &h); err != nil || h.Type != "history" || len(h.Entries) != 2 || h.Entries[1].Action != doc.ActionUndo || h.Entries[0].Client != "alice/tab1" {
 		t.Fatalf("history: got %s", b)
+	}
+}
+
+// TestCursorBurstEndsOnTheLastCursor: when one person's caret moves
+// faster than another's cursor channel drains, the server skips relays
+// (a cursor backlog would delay document operations on the same SCTP
+// association), but the last position still arrives once it drains: the
+// caret does not stay behind.
+func TestCursorBurstEndsOnTheLastCursor(t *testing.T) {
+	url, api := docServer(t, nil)
+	a := joinDoc(t, url, api, "burst", "alice", protocol.GrantEdit)
+	b := joinDoc(t, url, api, "burst", "bob", protocol.GrantEdit)
+	var cdc *webrtc.DataChannel
+	select {
+	case cdc = <-a.cursor:
+	case <-time.After(5 * time.Second):
+		t.Fatal("cursor channel did not open")
+	}
+	<-b.cursor
+	const moves = 400
+	for i := range moves {
+		cur, _ := json.Marshal(map[string]any{"version": a.version, "anchor": i, "head": i})
+		if err := cdc.SendText(string(cur)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !waitFor(5*time.Second, func() bool { return b.lastAnchor.Load() == moves-1 }) {
+		t.Fatalf("bob's last cursor from alice is at %d; want %d", b.lastAnchor.Load(), moves-1)
 	}
 }
