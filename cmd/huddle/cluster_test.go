@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,9 +59,10 @@ func startNode(t *testing.T, bin, redisAddr, id string, leaseTTL time.Duration) 
 	t.Helper()
 	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, false)))
 	n := &clusterNode{id: id, url: "http://" + listen, log: &lockedBuffer{}, exited: make(chan error, 1)}
+	dataDir := filepath.Join(t.TempDir(), "data")
 	n.cmd = exec.Command(bin, "serve", "--dev", "--listen", listen, "--udp-port", strconv.Itoa(freePort(t, true)),
 		"--turn=false", "--redis", "redis://"+redisAddr+"/0", "--node-id", id, "--lease-ttl", leaseTTL.String(),
-		"--data-dir", t.TempDir(), "--log-level", "info")
+		"--data-dir", dataDir, "--log-level", "info")
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -73,6 +77,10 @@ func startNode(t *testing.T, bin, redisAddr, id string, leaseTTL time.Duration) 
 		case <-time.After(15 * time.Second):
 			_ = n.cmd.Process.Kill()
 			<-n.exited
+		}
+		// In cluster mode documents live in Redis: no local store.
+		if _, err := os.Stat(dataDir); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("node %s created its --data-dir in cluster mode (%v)", id, err)
 		}
 		if t.Failed() {
 			out := n.log.String()

@@ -84,7 +84,7 @@ on the command line wins over the environment, which wins over the file.`,
 	fl.BoolVar(&f.logJSON, "log-json", false, "log JSON instead of text")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.IntVar(&f.maxData, "max-data-message", 16<<10, "largest data-channel message relayed, in bytes")
-	fl.StringVar(&f.dataDir, "data-dir", "./data", "directory of the rooms' documents (created if missing)")
+	fl.StringVar(&f.dataDir, "data-dir", "./data", "directory of the rooms' documents (created if missing; unused with --redis, where documents live in Redis)")
 	fl.DurationVar(&f.presenceAway, "presence-away", 45*time.Second, "a session without heartbeat for this long is away")
 	fl.DurationVar(&f.presenceOffline, "presence-offline", 2*time.Minute, "a session without heartbeat for this long is gone (offline)")
 	addTurnFlags(fl, &f.turn, false)
@@ -204,21 +204,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	if turnSrv != nil {
 		defer turnSrv.Close()
 	}
-	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
-	docs, err := doc.OpenBolt(f.dataDir)
-	if err != nil {
-		return fmt.Errorf("open documents in %s: %w", f.dataDir, err)
-	}
-	// Deferred before the shutdown below runs: the rooms close their
-	// documents first.
-	defer func() {
-		if err := docs.Close(); err != nil {
-			log.Warn("close documents", "err", err)
-		}
-	}()
-	roomsCfg := rooms.Config{Engine: engine, Logger: log, MaxDataMessage: f.maxData, Version: version, Docs: docs}
+	roomsCfg := rooms.Config{Engine: engine, Logger: log, MaxDataMessage: f.maxData, Version: version}
 	var collectors []prometheus.Collector
 	if turnSrv != nil {
 		roomsCfg.ICEServersFor = iceServersFor(turnSrv)
@@ -251,6 +237,23 @@ func serve(ctx context.Context, f serveFlags) error {
 		}()
 		return serveHTTP(ctx, f, log, reg, verifier, engine, tracker, cl, append(collectors, clusterCollector{cl}))
 	}
+	// One machine: documents in bbolt under --data-dir (not opened in
+	// cluster mode, where they live in Redis).
+	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	docs, err := doc.OpenBolt(f.dataDir)
+	if err != nil {
+		return fmt.Errorf("open documents in %s: %w", f.dataDir, err)
+	}
+	// Deferred before serveHTTP's shutdown runs: the rooms close their
+	// documents first.
+	defer func() {
+		if err := docs.Close(); err != nil {
+			log.Warn("close documents", "err", err)
+		}
+	}()
+	roomsCfg.Docs = docs
 	reg := rooms.NewRegistry(roomsCfg)
 	return serveHTTP(ctx, f, log, reg, verifier, engine, tracker, nil, collectors)
 }
