@@ -378,14 +378,17 @@ function reconnectLater() {
       rejoinPage();
       return;
     }
+    // Another node, in random order so that the tabs of a dead node
+    // spread: the first that answers (a cluster's pages may connect to
+    // its nodes: their origins are in the page's CSP).
     const others = (client?.nodes ?? []).filter((u) => !sameOrigin(u, location.origin));
-    if (others.length) {
-      // Another origin: the page cannot check it first (its CSP allows
-      // only its own origin), so pick one at random.
-      const node = others[Math.floor(Math.random() * others.length)];
-      console.warn(`huddle: ${location.origin} does not answer; joining again from ${node}`);
-      rejoinPage(node, location.origin);
-      return;
+    others.sort(() => Math.random() - 0.5);
+    for (const node of others) {
+      if (await reachable(new URL('/healthz', node).toString())) {
+        console.warn(`huddle: ${location.origin} does not answer; joining again from ${node}`);
+        rejoinPage(node, location.origin);
+        return;
+      }
     }
     reconnectLater();
   }, Math.min(1000 * 2 ** tries, 10000));
@@ -396,6 +399,18 @@ async function answers(path) {
   try {
     const res = await fetch(path, { cache: 'no-store', signal: AbortSignal.timeout(2000) });
     return res.ok;
+  } catch {
+    return false;
+  }
+}
+
+// reachable tells whether a server of another origin answers url within
+// 2 s: a no-cors request gets an opaque answer from a live server and a
+// network error from a dead one.
+async function reachable(url) {
+  try {
+    await fetch(url, { mode: 'no-cors', cache: 'no-store', signal: AbortSignal.timeout(2000) });
+    return true;
   } catch {
     return false;
   }

@@ -5,12 +5,15 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"path"
+	"strings"
 	"time"
 )
 
@@ -40,6 +43,34 @@ const pagePolicy = "default-src 'self'; script-src 'self'; style-src 'self'; " +
 	"img-src 'self' data: blob:; media-src 'self' blob: mediastream:; connect-src 'self'; " +
 	"object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 
+// policyWith is pagePolicy with connections also allowed to the origins
+// of peers (cluster nodes' base URLs); anything that is not a plain
+// http(s) origin is left out, so that no stored URL can change the policy.
+func policyWith(peers []string) string {
+	var extra strings.Builder
+	for _, p := range peers {
+		u, err := url.Parse(p)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+			strings.ContainsAny(u.Host, " ;,'\"\\") {
+			continue
+		}
+		extra.WriteString(" " + u.Scheme + "://" + u.Host)
+	}
+	if extra.Len() == 0 {
+		return pagePolicy
+	}
+	return strings.Replace(pagePolicy, "connect-src 'self'", "connect-src 'self'"+extra.String(), 1)
+}
+
+// Config is what the pages need to know of the server that serves them.
+type Config struct {
+	// PeerOrigins, when set, lists the base URLs of the cluster's live
+	// nodes. The call page may then connect to them (its
+	// Content-Security-Policy allows it) to check which one answers
+	// before it moves there when its own node died.
+	PeerOrigins func(ctx context.Context) []string
+}
+
 // asset is one embedded file, ready to serve.
 type asset struct {
 	name  string
@@ -56,11 +87,23 @@ type asset struct {
 // Cache-Control: no-cache and carries an ETag, so a browser revalidates and
 // gets 304 while nothing changed. Anything else is 404. Only GET and HEAD
 // are allowed.
-func Handler() http.Handler {
+func Handler() http.Handler { return HandlerWith(Config{}) }
+
+// HandlerWith is Handler for a server described by cfg.
+func HandlerWith(cfg Config) http.Handler {
 	assets := load()
 	mux := http.NewServeMux()
 	mux.Handle("GET /{$}", assets["index.html"])
-	mux.Handle("GET /r/{room}", assets["call.html"])
+	call := assets["call.html"]
+	mux.HandleFunc("GET /r/{room}", func(w http.ResponseWriter, r *http.Request) {
+		policy := pagePolicy
+		if cfg.PeerOrigins != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+			policy = policyWith(cfg.PeerOrigins(ctx))
+			cancel()
+		}
+		call.serve(w, r, policy)
+	})
 	// The dashboard; its data come from /events and /admin (signaling).
 	mux.Handle("GET /dashboard", assets["dashboard.html"])
 	// Vendored libraries (uPlot 1.6.32, MIT: vendor/uPlot.LICENSE).
@@ -119,14 +162,17 @@ func load() map[string]*asset {
 }
 
 // ServeHTTP writes the asset, or 304 when the client's copy is current.
-func (a *asset) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (a *asset) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.serve(w, r, pagePolicy) }
+
+// serve is ServeHTTP with the Content-Security-Policy of a page.
+func (a *asset) serve(w http.ResponseWriter, r *http.Request, policy string) {
 	h := w.Header()
 	h.Set("Content-Type", a.ctype)
 	h.Set("Cache-Control", "no-cache")
 	h.Set("ETag", a.etag)
 	h.Set("X-Content-Type-Options", "nosniff")
 	if a.page {
-		h.Set("Content-Security-Policy", pagePolicy)
+		h.Set("Content-Security-Policy", policy)
 		// A page opened with ?token= must not leak it to other sites.
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Permissions-Policy", "camera=(self), microphone=(self), display-capture=(self)")

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -130,6 +131,39 @@ func TestEveryAssetEmbedded(t *testing.T) {
 		_, ok := assets[name]
 		if test := strings.HasSuffix(name, ".test.js"); ok == test {
 			t.Errorf("%s: embedded = %v; add assets (and only assets) to the go:embed line in web.go", name, ok)
+		}
+	}
+}
+
+// In a cluster the call page may connect to the other live nodes (to check
+// which answers before moving there); nothing else joins its policy.
+func TestCallPagePolicyAllowsClusterNodes(t *testing.T) {
+	h := HandlerWith(Config{PeerOrigins: func(context.Context) []string {
+		return []string{"http://10.0.0.2:7880/", "https://node-b.example:8443", "javascript:alert(1)", "http://evil; script-src *", "ftp://x", "http://user@host:1"}
+	}})
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/r/standup", nil))
+	csp := rec.Header().Get("Content-Security-Policy")
+	if !strings.Contains(csp, "connect-src 'self' http://10.0.0.2:7880 https://node-b.example:8443;") {
+		t.Errorf("policy %q; want the two nodes' origins in connect-src", csp)
+	}
+	for _, bad := range []string{"javascript", "evil", "ftp", "user@"} {
+		if strings.Contains(csp, bad) {
+			t.Errorf("policy %q lets %q in", csp, bad)
+		}
+	}
+	if n := strings.Count(csp, "script-src"); n != 1 {
+		t.Errorf("policy %q has %d script-src directives", csp, n)
+	}
+	// The start page and a server without a cluster keep the plain policy.
+	for _, c := range []struct {
+		h    http.Handler
+		path string
+	}{{h, "/"}, {Handler(), "/r/standup"}} {
+		rec := httptest.NewRecorder()
+		c.h.ServeHTTP(rec, httptest.NewRequest("GET", c.path, nil))
+		if got := rec.Header().Get("Content-Security-Policy"); got != pagePolicy {
+			t.Errorf("%s: policy %q; want the plain one", c.path, got)
 		}
 	}
 }

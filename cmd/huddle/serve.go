@@ -269,6 +269,14 @@ func serveHTTP(ctx context.Context, f serveFlags, log *slog.Logger, reg *rooms.R
 	}
 	if cl != nil {
 		sigCfg.Placement = cl
+		// The call page may check the other nodes before moving there.
+		sigCfg.Web = web.HandlerWith(web.Config{PeerOrigins: func(ctx context.Context) []string {
+			urls, err := cl.NodeURLs(ctx)
+			if err != nil {
+				log.Debug("node list for the page", "err", err)
+			}
+			return urls
+		}})
 	}
 	srv := signaling.New(sigCfg)
 	ln, err := net.Listen("tcp", f.listen)

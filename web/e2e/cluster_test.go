@@ -15,12 +15,12 @@ import (
 	"github.com/huddle-rtc/huddle/internal/redistest"
 )
 
-// TestCallCluster runs two nodes on one redis-server. Tab A joins through
-// node 1; tab B opens the same room through the node that does not serve
-// it: the join is redirected, the page moves to the room's node (its CSP
-// allows only its own origin), and each tab decodes the other's media.
-// Then the room's node is killed (kill -9): both tabs move to the other
-// node by themselves and media flows again.
+// TestCallCluster runs three nodes on one redis-server. Tab A joins
+// through node 1; tab B opens the same room through a node that does not
+// serve it: the join is redirected, the page moves to the room's node, and
+// each tab decodes the other's media. Then the room's node and one other
+// are killed (kill -9): both tabs check the nodes they know, move to the
+// one that answers by themselves, and media flows again.
 func TestCallCluster(t *testing.T) {
 	bin := os.Getenv("HUDDLE_BIN")
 	if bin == "" {
@@ -32,14 +32,17 @@ func TestCallCluster(t *testing.T) {
 	redisURL := "redis://" + redistest.Start(t) + "/0"
 	n1 := startServer(ctx, t, bin, "--turn=false", "--redis", redisURL, "--node-id", "n1", "--lease-ttl", "3s")
 	n2 := startServer(ctx, t, bin, "--turn=false", "--redis", redisURL, "--node-id", "n2", "--lease-ttl", "3s")
+	n3 := startServer(ctx, t, bin, "--turn=false", "--redis", redisURL, "--node-id", "n3", "--lease-ttl", "3s")
+	nodes := []*server{n1, n2, n3}
 	b := startBrowser(ctx, t, chrome)
 	tabA := b.newTab(t, "A")
 	tabB := b.newTab(t, "B")
 	t.Cleanup(func() {
 		if t.Failed() {
 			b.dump(t)
-			n1.dump(t)
-			n2.dump(t)
+			for _, n := range nodes {
+				n.dump(t)
+			}
 		}
 	})
 	const room = "cluster"
@@ -59,10 +62,21 @@ func TestCallCluster(t *testing.T) {
 	}
 	open(tabA, n1.base)
 	owner := served(tabA)
-	other := n2.base
-	if strings.Contains(owner, strings.TrimPrefix(n2.base, "http://")) {
-		other = n1.base
+	// The room's node, and the two others: tab B opens the room on one
+	// of them and is sent to the room's node.
+	var ownerNode *server
+	var others []*server
+	for _, n := range nodes {
+		if strings.Contains(owner, strings.TrimPrefix(n.base, "http://")) {
+			ownerNode = n
+		} else {
+			others = append(others, n)
+		}
 	}
+	if ownerNode == nil || len(others) != 2 {
+		t.Fatalf("the room is on %s, not one of the three nodes", owner)
+	}
+	other := others[0].base
 	open(tabB, other)
 	if got := served(tabB); got != owner {
 		t.Fatalf("tab B joined at %s; want it redirected to the room's node %s", got, owner)
@@ -73,14 +87,12 @@ func TestCallCluster(t *testing.T) {
 	t.Logf("tab A on %s; tab B opened %s and was sent there", owner, other)
 	checkMedia(t, tabA, "B", tabB, "A", 30*time.Second)
 
-	// Failover: the room's node dies (kill -9). Each tab finds its origin
-	// gone, loads the page from the other node (listed in joined), waits
-	// there for the dead node's lease to expire, and is back in the room
-	// on that node, with the same identity, and media flows again.
-	dead, live := n1, n2
-	if other == n1.base {
-		dead, live = n2, n1
-	}
+	// Failover: the room's node and one other die (kill -9). Each tab
+	// finds its origin gone, checks the other nodes listed in joined,
+	// loads the page from the one that answers, waits there for the dead
+	// node's lease to expire, and is back in the room on that node, with
+	// the same identity, and media flows again.
+	live := others[1]
 	identity := map[*tab]string{}
 	for _, tb := range []*tab{tabA, tabB} {
 		nodes, err := eval[[]string](tb, `window.huddle.client.nodes`)
@@ -91,8 +103,10 @@ func TestCallCluster(t *testing.T) {
 			t.Fatalf("tab %s: identity: %v", tb.name, err)
 		}
 	}
-	if err := dead.cmd.Process.Kill(); err != nil {
-		t.Fatalf("kill -9 the room's node: %v", err)
+	for _, dead := range []*server{ownerNode, others[0]} {
+		if err := dead.cmd.Process.Kill(); err != nil {
+			t.Fatalf("kill -9 %s: %v", dead.base, err)
+		}
 	}
 	killed := time.Now()
 	for _, tb := range []*tab{tabA, tabB} {
