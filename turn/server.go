@@ -93,6 +93,11 @@ type Server struct {
 
 	mu     sync.Mutex
 	allocs map[string]int // identity → live allocations
+	// admitted holds, per identity, when the quota admitted allocations
+	// that are not created yet: they count against the quota, so that
+	// requests arriving together (over UDP and TCP, or several TCP
+	// connections, each read on its own goroutine) cannot all pass.
+	admitted map[string][]time.Time
 
 	relayedPackets, relayedBytes atomic.Uint64
 	receivedPkts, receivedBytes  atomic.Uint64
@@ -131,7 +136,7 @@ func Listen(cfg Config) (*Server, error) {
 		cfg.Host = cfg.PublicIP.String()
 	}
 	cfg.Policy = cfg.Policy.withDefaults()
-	s := &Server{cfg: cfg, log: cfg.Logger, allocs: map[string]int{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, allocs: map[string]int{}, admitted: map[string][]time.Time{}}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -284,14 +289,29 @@ func (s *Server) authenticate(ra *pionturn.RequestAttributes) (string, []byte, b
 	return identity, pionturn.GenerateAuthKey(ra.Username, s.cfg.Realm, Password(s.cfg.Secret, ra.Username)), true
 }
 
-// quota admits an allocation while the identity holds fewer than the
-// quota. The UDP port reads one request at a time, so the count is exact
-// there; across UDP and TCP two simultaneous requests may both pass.
+// admitTimeout is how long an admitted allocation counts against the
+// quota before it is created; one that fails after admission (no relay
+// port, say) stops counting then.
+const admitTimeout = 5 * time.Second
+
+// quota admits an allocation while the identity holds, and has been
+// admitted, fewer than the quota.
 func (s *Server) quota(identity, _ string, src net.Addr) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.allocs[identity] < s.cfg.UserQuota {
+	now := time.Now()
+	pending := s.admitted[identity]
+	for len(pending) > 0 && now.Sub(pending[0]) > admitTimeout {
+		pending = pending[1:]
+	}
+	if s.allocs[identity]+len(pending) < s.cfg.UserQuota {
+		s.admitted[identity] = append(pending, now)
 		return true
+	}
+	if len(pending) == 0 {
+		delete(s.admitted, identity)
+	} else {
+		s.admitted[identity] = pending
 	}
 	s.quotaRefused.Add(1)
 	s.log.Info("allocation quota reached", "identity", identity, "from", src.String(), "quota", s.cfg.UserQuota)
@@ -301,6 +321,14 @@ func (s *Server) quota(identity, _ string, src net.Addr) bool {
 func (s *Server) addAlloc(identity string, d int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if d > 0 {
+		// Created: it no longer counts as admitted.
+		if pending := s.admitted[identity]; len(pending) > 1 {
+			s.admitted[identity] = pending[1:]
+		} else {
+			delete(s.admitted, identity)
+		}
+	}
 	n := s.allocs[identity] + d
 	if n <= 0 {
 		delete(s.allocs, identity)

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -375,6 +376,86 @@ func TestQuota(t *testing.T) {
 	}
 	r.Close()
 	relays[1].Close()
+}
+
+// TestQuotaCountsAdmittedAllocations: an allocation the quota admitted
+// counts until it is created (or the admission times out), so that two
+// admissions before either allocation exists cannot exceed the quota.
+func TestQuotaCountsAdmittedAllocations(t *testing.T) {
+	s := &Server{cfg: Config{UserQuota: 2}, log: testLogger(), allocs: map[string]int{}, admitted: map[string][]time.Time{}}
+	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}
+	if !s.quota("ada", "", src) || !s.quota("ada", "", src) {
+		t.Fatal("the first two admissions refused")
+	}
+	if s.quota("ada", "", src) {
+		t.Fatal("a third admission before any allocation exists passed a quota of 2")
+	}
+	s.addAlloc("ada", 1) // the first is created: still two held
+	if s.quota("ada", "", src) {
+		t.Fatal("admitted with one allocation and one admission held")
+	}
+	s.addAlloc("ada", -1) // released
+	if !s.quota("ada", "", src) {
+		t.Fatal("refused after one was released")
+	}
+	// An admission whose allocation never came stops counting.
+	s.admitted["bob"] = []time.Time{time.Now().Add(-2 * admitTimeout), time.Now().Add(-2 * admitTimeout)}
+	if !s.quota("bob", "", src) {
+		t.Fatal("stale admissions still count")
+	}
+}
+
+// TestQuotaUnderConcurrentRequests: allocation requests of one identity
+// arriving together on many TCP connections (each read on its own
+// goroutine) and over UDP get exactly the quota, no more; for three
+// identities at once.
+func TestQuotaUnderConcurrentRequests(t *testing.T) {
+	srv := startServer(t, func(c *Config) { c.UserQuota = 2 })
+	identities := []string{"ada", "bob", "cyd"}
+	const perIdentity = 40
+	type attempt struct {
+		identity string
+		c        *turnClient
+	}
+	var attempts []attempt
+	for _, id := range identities {
+		for i := range perIdentity {
+			cred := srv.Credential(id)
+			transport := "tcp"
+			if i%8 == 7 {
+				transport = "udp"
+			}
+			attempts = append(attempts, attempt{id, dial(t, srv, transport, cred.Username, cred.Password, nil)})
+		}
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	granted := map[string]int{}
+	start := make(chan struct{})
+	for _, a := range attempts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if r, err := a.c.c.Allocate(); err == nil {
+				mu.Lock()
+				granted[a.identity]++
+				mu.Unlock()
+				t.Cleanup(func() { r.Close() })
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for _, id := range identities {
+		if granted[id] != 2 {
+			t.Errorf("%s: %d of %d simultaneous allocations granted with a quota of 2; want 2", id, granted[id], perIdentity)
+		}
+	}
+	want := len(identities) * 2
+	if st := srv.Stats(); st.Allocations != want || st.QuotaRefused != uint64(len(attempts)-want) {
+		t.Fatalf("stats %+v; want %d allocations, %d refused by quota", st, want, len(attempts)-want)
+	}
 }
 
 // TestPolicy checks the allow-list: with the default policy, permissions
