@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"math"
 	mrand "math/rand/v2"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,8 +45,17 @@ var ErrNoNode = errors.New("cluster: no live node can serve the room now")
 type Load struct {
 	Participants int     `json:"participants"`
 	Tracks       int     `json:"tracks"`
-	CPU          float64 `json:"cpu"` // cores busy, averaged since the last report
+	CPU          float64 `json:"cpu"`             // cores busy, averaged since the last report
+	Cores        int     `json:"cores,omitempty"` // cores the process may use (GOMAXPROCS)
 }
+
+// busyShare is the share of its cores a node may be busy with and still
+// take new rooms while some node is less busy: a node that forwards media
+// at its limit would degrade every room it holds.
+const busyShare = 0.85
+
+// busy reports whether the node's CPU is near its limit.
+func (l Load) busy() bool { return l.Cores > 0 && l.CPU >= busyShare*float64(l.Cores) }
 
 // Node is one registered node.
 type Node struct {
@@ -199,6 +209,7 @@ func (c *Cluster) heartbeat(ctx context.Context) error {
 	if d := now.Sub(c.cpuAt); d > 0 {
 		n.Load.CPU = float64(used-c.cpuUsed) / float64(d)
 	}
+	n.Load.Cores = runtime.GOMAXPROCS(0)
 	c.cpuAt, c.cpuUsed = now, used
 	c.mu.Unlock()
 	b, _ := json.Marshal(n)
@@ -347,11 +358,18 @@ func (c *Cluster) Place(ctx context.Context, room string) (string, error) {
 }
 
 // pick is the least-loaded live node that is not draining (ties broken
-// at random); "" when there is none.
+// at random), preferring nodes whose CPU is not near its limit; "" when
+// there is none.
 func (c *Cluster) pick(nodes []Node) string {
+	allBusy := true
+	for _, n := range nodes {
+		if !n.Draining && !n.Load.busy() && !(n.ID == c.cfg.NodeID && c.isDraining()) {
+			allBusy = false
+		}
+	}
 	best, bestScore, ties := "", math.MaxInt, 0
 	for _, n := range nodes {
-		if n.Draining || (n.ID == c.cfg.NodeID && c.isDraining()) {
+		if n.Draining || (n.ID == c.cfg.NodeID && c.isDraining()) || (n.Load.busy() && !allBusy) {
 			continue
 		}
 		score := n.Load.Participants + roomWeight*n.Rooms

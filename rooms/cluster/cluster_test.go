@@ -247,3 +247,30 @@ func TestNodeURLs(t *testing.T) {
 	}
 	t.Fatalf("NodeURLs = %v, %v; want only a (b drains, c is dead)", urls, err)
 }
+
+// TestPickAvoidsBusyNodes: a node whose CPU is near its limit takes no new
+// room while a less busy one can, however few people it holds; when every
+// node is busy the least loaded still gets it.
+func TestPickAvoidsBusyNodes(t *testing.T) {
+	c := &Cluster{cfg: Config{NodeID: "self"}}
+	idle := func(id string, people int) Node {
+		return Node{ID: id, Load: Load{Participants: people, CPU: 0.2, Cores: 2}}
+	}
+	busy := func(id string, people int) Node {
+		return Node{ID: id, Load: Load{Participants: people, CPU: 1.9, Cores: 2}}
+	}
+	for _, tc := range []struct {
+		name  string
+		nodes []Node
+		want  string
+	}{
+		{"a busy empty node loses to a loaded idle one", []Node{busy("a", 0), idle("b", 30)}, "b"},
+		{"all busy: the least loaded", []Node{busy("a", 40), busy("b", 10)}, "b"},
+		{"a draining idle node is not a choice", []Node{busy("a", 5), {ID: "b", Draining: true, Load: Load{Cores: 2}}}, "a"},
+		{"no core count (an older node): never busy", []Node{{ID: "a", Load: Load{CPU: 8}}, idle("b", 30)}, "a"},
+	} {
+		if got := c.pick(tc.nodes); got != tc.want {
+			t.Errorf("%s: picked %q; want %q", tc.name, got, tc.want)
+		}
+	}
+}
