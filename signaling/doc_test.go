@@ -350,7 +350,12 @@ func TestCursorBurstEndsOnTheLastCursor(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if !waitFor(5*time.Second, func() bool { return b.lastAnchor.Load() == moves-1 }) {
-		t.Fatalf("bob's last cursor from alice is at %d; want %d", b.lastAnchor.Load(), moves-1)
+	// The cursor channel has no retransmissions, so on a loaded machine
+	// one of the last messages may still be abandoned by SCTP: bob must
+	// end within the last few moves (without the held cursors he ended
+	// 20 to 270 moves behind).
+	const near = moves - 3
+	if !waitFor(5*time.Second, func() bool { return b.lastAnchor.Load() >= near }) {
+		t.Fatalf("bob's last cursor from alice is at %d; want %d (at least %d)", b.lastAnchor.Load(), moves-1, near)
 	}
 }
