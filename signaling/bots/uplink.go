@@ -1,6 +1,7 @@
 package bots
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"sync"
@@ -109,15 +110,7 @@ func medianOf(ws []weighted) *float64 {
 	if len(ws) == 0 || total <= 0 {
 		return nil
 	}
-	slices.SortFunc(ws, func(a, b weighted) int {
-		switch {
-		case a.v < b.v:
-			return -1
-		case a.v > b.v:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(ws, func(a, b weighted) int { return cmp.Compare(a.v, b.v) })
 	var seen time.Duration
 	for _, x := range ws {
 		seen += x.w
