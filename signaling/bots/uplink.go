@@ -65,8 +65,8 @@ func (u *uplinkStats) onQuality(q *protocol.Quality) {
 // UplinkSummary sums up the publishers' uplinks as the server reported
 // them to each publisher (quality messages, sent when the figures move).
 // Loss is after the server's retransmission requests (NACK), so a video
-// track recovers most of what the network dropped while audio, never
-// retransmitted, keeps it. The medians weigh each reported value by how
+// track recovers most of what the network dropped while audio (the server
+// negotiates no NACK for Opus) keeps it. The medians weigh each reported value by how
 // long it stood (until the next message or the end of the run); Max and
 // Min are over every message.
 type UplinkSummary struct {
