@@ -42,7 +42,7 @@ e2e: build
 # netns runs the impaired-network tests (root: network namespaces, tc tbf,
 # nft loss), without -race: they measure adaptation in real time, which the
 # race detector's slowdown would distort.
-NETNS_TESTS := 'TestSimulcastAdaptsToRateLimit|TestREMBCapsPublisherWithoutSimulcast|TestNACKRecoversRandomLoss'
+NETNS_TESTS := 'TestSimulcastAdaptsToRateLimit|TestREMBCapsPublisherWithoutSimulcast|TestNACKRecoversRandomLoss|TestUplinkLossReported'
 netns:
 	$(GO) test -count=1 -timeout 10m -v -run $(NETNS_TESTS) ./signaling/bots/
 

@@ -99,7 +99,7 @@ function room(name) {
   const table = el(
     'table',
     { class: 'people' },
-    el('thead', {}, el('tr', {}, ...['Participant', 'Presence', 'Up kbit/s', 'Down kbit/s', 'Loss %', 'RTT ms', 'Quality'].map((h) => el('th', {}, h)))),
+    el('thead', {}, el('tr', {}, ...['Participant', 'Presence', 'Up kbit/s', 'Down kbit/s', 'Loss %', 'RTT ms', 'Downlink', 'Uplink'].map((h) => el('th', {}, h)))),
     body,
   );
   const charts = el('div', { class: 'charts' });
@@ -152,19 +152,43 @@ function renderRoom(r) {
         el('td', { class: 'num' }, fmt(st.bitrate_out / 1000)),
         el('td', { class: 'num' }, st.reports ? fmt(st.loss * 100, 1) : '–'),
         el('td', { class: 'num' }, st.rtt_ms ? fmt(st.rtt_ms, 1) : '–'),
-        qualityCell(q),
+        downlinkCell(q),
+        uplinkCell(q?.uplink),
       ),
     );
   }
   r.body.replaceChildren(...rows);
 }
 
-/** qualityCell shows a quality report {score, level, audio, video}. */
-function qualityCell(q) {
-  if (q == null || typeof q !== 'object' || !q.level) return el('td', {}, '–');
+/**
+ * downlinkCell shows what a participant receives, from a quality report
+ * {score, level, audio, video, uplink}: the worse of audio and video; its
+ * title also gives the overall score (the lowest of all three).
+ */
+function downlinkCell(q) {
+  if (q == null || typeof q !== 'object') return el('td', {}, '–');
+  const kinds = [q.audio, q.video].filter((m) => m && m.level);
+  if (kinds.length === 0) return el('td', {}, '–');
+  const worst = kinds.reduce((a, b) => (b.score < a.score ? b : a));
   const part = (name, m) => (m ? `${name} ${fmt(m.score, 1)}` : null);
-  const title = [part('audio', q.audio), part('video', q.video)].filter(Boolean).join(' · ');
-  return el('td', { class: 'quality', title, dataset: { level: q.level } }, `${fmt(q.score, 1)} ${q.level}`);
+  const title = [part('audio', q.audio), part('video', q.video), q.level ? `overall ${fmt(q.score, 1)} ${q.level}` : null].filter(Boolean).join(' · ');
+  return el('td', { class: 'quality', title, dataset: { level: worst.level } }, `${fmt(worst.score, 1)} ${worst.level}`);
+}
+
+/**
+ * uplinkCell shows what the server receives of a participant's published
+ * tracks {score, level, loss_pct, jitter_ms, rtt_ms, kbps}: the score and
+ * the loss after retransmissions (the worst track's).
+ */
+function uplinkCell(u) {
+  if (u == null || typeof u !== 'object' || !u.level) return el('td', { class: 'uplink' }, '–');
+  const title = `loss ${fmt(u.loss_pct, 1)} % after retransmissions · jitter ${fmt(u.jitter_ms, 1)} ms · RTT ${fmt(u.rtt_ms, 1)} ms · ${fmt(u.kbps)} kbit/s`;
+  return el(
+    'td',
+    { class: 'quality uplink', title, dataset: { level: u.level } },
+    `${fmt(u.score, 1)} ${u.level}`,
+    el('span', { class: 'uplink-loss' }, `${fmt(u.loss_pct, 1)} % loss`),
+  );
 }
 
 async function loadRoom(name) {

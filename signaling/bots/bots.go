@@ -340,6 +340,8 @@ func runBot(ctx context.Context, e *env, spec botSpec) *botResult {
 	switch spec.role {
 	case roleSubscriber:
 		res.sub = newSubscriberStats()
+	case rolePublisher:
+		res.uplink = newUplinkStats()
 	case roleEditor:
 		res.editor = &editorStats{acks: &histogram{}}
 		defer func() {

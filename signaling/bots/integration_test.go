@@ -58,6 +58,10 @@ func TestRunAgainstServer(t *testing.T) {
 		if r.FirstMediaMS.P50 <= 0 || r.FirstMediaMS.P99 > 5000 {
 			t.Errorf("first media %+v", r.FirstMediaMS)
 		}
+		// The publishers heard of their uplinks, clean on loopback.
+		if r.Uplink.Reports == 0 || r.Uplink.ScoreP50 < 4 {
+			t.Errorf("uplink %s; want reports, scored excellent", r.Uplink)
+		}
 		if !strings.Contains(progress.String(), "\r") {
 			t.Error("no progress line")
 		}

@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -106,7 +107,19 @@ func (l *netLink) limit(t *testing.T, rate string) {
 // arrives from the server (nft netdev ingress, numgen random).
 func (l *netLink) drop(t *testing.T, perMille int) {
 	t.Helper()
-	rules := fmt.Sprintf("table netdev imp {\n chain in {\n  type filter hook ingress device %q priority 0; policy accept;\n  numgen random mod 1000 < %d counter drop\n }\n}\n", l.subDev, perMille)
+	l.nft(t, fmt.Sprintf("table netdev imp {\n chain in {\n  type filter hook ingress device %q priority 0; policy accept;\n  numgen random mod 1000 < %d counter drop\n }\n}\n", l.subDev, perMille))
+}
+
+// dropOut makes the namespace's side drop a share (per mille) of what it
+// sends to the server (nft netdev egress, numgen random): a lossy uplink.
+func (l *netLink) dropOut(t *testing.T, perMille int) {
+	t.Helper()
+	l.nft(t, fmt.Sprintf("table netdev impout {\n chain out {\n  type filter hook egress device %q priority 0; policy accept;\n  numgen random mod 1000 < %d counter drop\n }\n}\n", l.subDev, perMille))
+}
+
+// nft loads rules into the namespace.
+func (l *netLink) nft(t *testing.T, rules string) {
+	t.Helper()
 	cmd := exec.Command("ip", "netns", "exec", l.ns, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(rules)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -119,24 +132,31 @@ func (l *netLink) unlimit(t *testing.T) {
 	run(t, "tc", "qdisc", "del", "dev", l.hostDev, "root")
 }
 
-// subscriber runs a subscriber bot in the namespace for d and returns its
-// timeline when it ends.
-type nsSubscriber struct {
+// nsBot is a bot run in the namespace: this test binary again, running
+// TestNetnsSubscriber or TestNetnsPublisher.
+type nsBot struct {
 	cmd  *exec.Cmd
 	out  syncBuffer
 	errs syncBuffer
 	done chan error
 }
 
-func (l *netLink) startSubscriber(t *testing.T, base string, d time.Duration, maxLayer string) *nsSubscriber {
+// startSubscriber runs a subscriber bot in the namespace for d; its wait
+// returns its timeline when it ends.
+func (l *netLink) startSubscriber(t *testing.T, base string, d time.Duration, maxLayer string) *nsBot {
+	t.Helper()
+	return l.startBot(t, "TestNetnsSubscriber", "HUDDLE_NETNS_URL="+base, "HUDDLE_NETNS_DURATION="+d.String(), "HUDDLE_NETNS_MAX_LAYER="+maxLayer)
+}
+
+func (l *netLink) startBot(t *testing.T, test string, env ...string) *nsBot {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &nsSubscriber{done: make(chan error, 1)}
-	s.cmd = exec.Command("ip", "netns", "exec", l.ns, exe, "-test.run=^TestNetnsSubscriber$", "-test.v", "-test.timeout=3m")
-	s.cmd.Env = append(os.Environ(), "HUDDLE_NETNS_URL="+base, "HUDDLE_NETNS_DURATION="+d.String(), "HUDDLE_NETNS_MAX_LAYER="+maxLayer)
+	s := &nsBot{done: make(chan error, 1)}
+	s.cmd = exec.Command("ip", "netns", "exec", l.ns, exe, "-test.run=^"+test+"$", "-test.v", "-test.timeout=3m")
+	s.cmd.Env = append(os.Environ(), env...)
 	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.errs
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -153,18 +173,24 @@ func (l *netLink) startSubscriber(t *testing.T, base string, d time.Duration, ma
 	return s
 }
 
-func (s *nsSubscriber) wait(t *testing.T, within time.Duration) []TimelineEntry {
+func (s *nsBot) wait(t *testing.T, within time.Duration) []TimelineEntry {
+	t.Helper()
+	s.end(t, within)
+	return parseTimeline(s.out.String())
+}
+
+// end waits for the bot to end, and fails the test if it failed.
+func (s *nsBot) end(t *testing.T, within time.Duration) {
 	t.Helper()
 	select {
 	case err := <-s.done:
 		s.done <- err
 		if err != nil {
-			t.Fatalf("subscriber in the namespace: %v\n%s\n%s", err, s.out.String(), s.errs.String())
+			t.Fatalf("bot in the namespace: %v\n%s\n%s", err, s.out.String(), s.errs.String())
 		}
 	case <-time.After(within):
-		t.Fatalf("subscriber in the namespace did not end within %v", within)
+		t.Fatalf("bot in the namespace did not end within %v", within)
 	}
-	return parseTimeline(s.out.String())
 }
 
 func parseTimeline(text string) []TimelineEntry {
@@ -186,6 +212,20 @@ func parseTimeline(text string) []TimelineEntry {
 // TestNetnsSubscriber is the subscriber that the impaired-network tests
 // run inside their namespace; on its own it does nothing.
 func TestNetnsSubscriber(t *testing.T) {
+	runNetnsBot(t, Config{Subscribers: 1, MaxLayer: os.Getenv("HUDDLE_NETNS_MAX_LAYER"), Timeline: os.Stdout, Seed: 7})
+}
+
+// TestNetnsPublisher is the publisher that TestUplinkLossReported runs
+// inside its namespace; it prints its report as JSON. On its own it does
+// nothing.
+func TestNetnsPublisher(t *testing.T) {
+	r := runNetnsBot(t, Config{Publishers: 1, Video: ClipMedium, Seed: 9})
+	_ = r.WriteJSON(os.Stdout)
+}
+
+// runNetnsBot runs the bots of cfg against the server and for the time
+// that the test in the host's namespace set.
+func runNetnsBot(t *testing.T, cfg Config) *Report {
 	base := os.Getenv("HUDDLE_NETNS_URL")
 	if base == "" {
 		t.Skip("run by the impaired-network tests inside a namespace")
@@ -196,10 +236,9 @@ func TestNetnsSubscriber(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
 	defer cancel()
-	r, err := Run(ctx, Config{
-		URL: base, Room: "netns", Subscribers: 1, Duration: d, MaxLayer: os.Getenv("HUDDLE_NETNS_MAX_LAYER"),
-		APIKey: netnsKey, APISecret: netnsSecret, Timeline: os.Stdout, Seed: 7,
-	})
+	cfg.URL, cfg.Room, cfg.Duration = base, "netns", d
+	cfg.APIKey, cfg.APISecret = netnsKey, netnsSecret
+	r, err := Run(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,6 +248,7 @@ func TestNetnsSubscriber(t *testing.T) {
 	if err := r.Err(); err != nil {
 		t.Fatal(err)
 	}
+	return r
 }
 
 // startNetnsRoom starts the server on the host end of the link and, in
@@ -225,25 +265,38 @@ func startNetnsRoomWith(t *testing.T, l *netLink, d time.Duration, media Config)
 	t.Helper()
 	base := startServerAt(t, l.hostIP, "--api-key", netnsKey, "--api-secret", netnsSecret, "--log-level", "debug")
 	var tl syncBuffer
+	done := goRun(t, Config{
+		URL: base, Room: "netns", Publishers: 1, Subscribers: 1, Simulcast: media.Simulcast, Video: media.Video, Duration: d,
+		Timeline: &tl, Seed: 5,
+	})
+	return base, func() ([]TimelineEntry, *Report) {
+		rep := done()
+		return parseTimeline(tl.String()), rep
+	}
+}
+
+// goRun starts the bots of cfg in this process, with the tests' key; the
+// returned function waits for their report.
+func goRun(t *testing.T, cfg Config) func() *Report {
+	t.Helper()
+	cfg.APIKey, cfg.APISecret = netnsKey, netnsSecret
 	var rep *Report
 	var runErr error
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.Duration+30*time.Second)
 		defer cancel()
-		rep, runErr = Run(ctx, Config{
-			URL: base, Room: "netns", Publishers: 1, Subscribers: 1, Simulcast: media.Simulcast, Video: media.Video, Duration: d,
-			APIKey: netnsKey, APISecret: netnsSecret, Timeline: &tl, Seed: 5,
-		})
+		rep, runErr = Run(ctx, cfg)
 	}()
-	return base, func() ([]TimelineEntry, *Report) {
+	return func() *Report {
+		t.Helper()
 		wg.Wait()
 		if runErr != nil {
 			t.Fatal(runErr)
 		}
-		return parseTimeline(tl.String()), rep
+		return rep
 	}
 }
 
@@ -361,31 +414,36 @@ func TestREMBCapsPublisherWithoutSimulcast(t *testing.T) {
 	l.limit(t, "400kbit")
 	base := startServerAt(t, l.hostIP, "--api-key", netnsKey, "--api-secret", netnsSecret, "--log-level", "debug")
 	const total = 14 * time.Second
-	var rep *Report
-	var runErr error
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), total+30*time.Second)
-		defer cancel()
-		rep, runErr = Run(ctx, Config{
-			URL: base, Room: "netns", Publishers: 1, Video: ClipHigh, Duration: total,
-			APIKey: netnsKey, APISecret: netnsSecret, Seed: 5,
-		})
-	}()
+	done := goRun(t, Config{URL: base, Room: "netns", Publishers: 1, Video: ClipHigh, Duration: total, Seed: 5})
 	time.Sleep(time.Second)
 	sub := l.startSubscriber(t, base, total-3*time.Second, "")
 	tl := sub.wait(t, total+20*time.Second)
-	wg.Wait()
-	if runErr != nil {
-		t.Fatal(runErr)
-	}
+	rep := done()
 	var out bytes.Buffer
 	_ = rep.WriteText(&out)
 	t.Logf("publisher:\n%s\nsubscriber:\n%s", out.String(), summary(tl))
 	if rep.REMBKbps.Min <= 0 || rep.REMBKbps.Min > 400 {
 		t.Errorf("REMB to the publisher: %+v kbit/s; want it capped at no more than the subscriber's 400 kbit/s", rep.REMBKbps)
+	}
+}
+
+// decodableVideo checks that a subscriber's timeline, after its first 3
+// seconds, is a video stream with keyframes and under 1 % of its packets
+// missing after NACK recovery.
+func decodableVideo(t *testing.T, who string, tl []TimelineEntry) {
+	t.Helper()
+	var pkts, lost uint64
+	keyframes := false
+	for _, e := range tl[min(3, len(tl)):] {
+		pkts += e.Packets
+		lost += e.Lost
+		keyframes = keyframes || e.Layer != ""
+	}
+	if pkts < 200 || !keyframes {
+		t.Fatalf("%s got %d video packets (keyframes seen: %v); want a stream", who, pkts, keyframes)
+	}
+	if float64(lost) > 0.01*float64(pkts+lost) {
+		t.Errorf("%s: residual video loss %d of %d after NACK recovery; want under 1 %%", who, lost, pkts+lost)
 	}
 }
 
@@ -406,19 +464,7 @@ func TestNACKRecoversRandomLoss(t *testing.T) {
 	_ = rep.WriteText(&out)
 	t.Logf("lossy subscriber:\n%s\nclean run:\n%s\nclean timeline:\n%s", summary(lossy), out.String(), summary(clean))
 
-	var pkts, lost uint64
-	keyframes := false
-	for _, e := range lossy[min(3, len(lossy)):] {
-		pkts += e.Packets
-		lost += e.Lost
-		keyframes = keyframes || e.Layer != ""
-	}
-	if pkts < 200 || !keyframes {
-		t.Fatalf("the lossy subscriber got %d packets (keyframes seen: %v); want a stream", pkts, keyframes)
-	}
-	if float64(lost) > 0.01*float64(pkts+lost) {
-		t.Errorf("residual loss %d of %d after NACK recovery; want under 1 %%", lost, pkts+lost)
-	}
+	decodableVideo(t, "the lossy subscriber", lossy)
 	if n := len(lossy); n == 0 || lossy[n-1].NACKs == 0 {
 		t.Errorf("no NACKs counted by the server")
 	}
@@ -439,5 +485,93 @@ func TestNACKRecoversRandomLoss(t *testing.T) {
 	ls, cs := avg(lossy), avg(clean)
 	if ls == 0 || cs == 0 || ls >= cs {
 		t.Errorf("quality score: lossy %.2f, clean %.2f; want the lossy one lower", ls, cs)
+	}
+}
+
+// TestUplinkLossReported: a publisher whose packets to the server are 5 %
+// dropped is told so in its own quality messages, and its subscriber is
+// not blamed. The server reports loss after retransmissions, so the video
+// track, which the server NACKs, recovers nearly all of it while audio
+// (Opus, not retransmitted) keeps the 5 %: the uplink (its worst track)
+// reads about 5 % and scores lower than a clean publisher's. A clean
+// subscriber of the lossy publisher still gets video with under 1 %
+// missing, and its own downlink score stays excellent: the server takes
+// the publisher's loss out of what the subscriber's receiver reports say.
+func TestUplinkLossReported(t *testing.T) {
+	needNetns(t, "nft")
+	l := newNetLink(t)
+	l.dropOut(t, 50)
+	base := startServerAt(t, l.hostIP, "--api-key", netnsKey, "--api-secret", netnsSecret, "--log-level", "debug")
+	const total = 22 * time.Second // 19 s of the lossy publisher: the median score below steadies
+	var tl syncBuffer
+	subDone := goRun(t, Config{URL: base, Room: "netns", Subscribers: 1, Duration: total, Timeline: &tl, Seed: 5})
+	cleanDone := goRun(t, Config{URL: base, Room: "clean", Publishers: 1, Video: ClipMedium, Duration: total, Seed: 6})
+	time.Sleep(time.Second)
+	pub := l.startBot(t, "TestNetnsPublisher", "HUDDLE_NETNS_URL="+base, "HUDDLE_NETNS_DURATION="+(total-3*time.Second).String())
+	pub.end(t, total+20*time.Second)
+	subRep, cleanRep := subDone(), cleanDone()
+	sub := parseTimeline(tl.String())
+	var lossy *Report
+	for line := range strings.Lines(pub.out.String()) {
+		if strings.HasPrefix(line, `{"participants":`) {
+			lossy = new(Report)
+			if err := json.Unmarshal([]byte(line), lossy); err != nil {
+				t.Fatalf("the lossy publisher's report: %v\n%s", err, line)
+			}
+		}
+	}
+	if lossy == nil {
+		t.Fatalf("the lossy publisher printed no report:\n%s\n%s", pub.out.String(), pub.errs.String())
+	}
+	var out bytes.Buffer
+	_ = subRep.WriteText(&out)
+	_ = cleanRep.WriteText(&out)
+	t.Logf("lossy publisher uplink: %s\nclean publisher uplink: %s\nsubscriber and clean publisher:\n%s\nsubscriber timeline:\n%s",
+		lossy.Uplink, cleanRep.Uplink, out.String(), summary(sub))
+
+	// What the lossy publisher was told.
+	up, clean := lossy.Uplink, cleanRep.Uplink
+	if up.Reports == 0 || clean.Reports == 0 {
+		t.Fatalf("uplink reports: lossy publisher %d, clean publisher %d; want some each", up.Reports, clean.Reports)
+	}
+	// Near the 5 % dropped: an interval holds some 100 audio packets, so
+	// one reading is 5 ± 2.2 %; messages go out only when it moves by a
+	// point or more, and a reading stands until then.
+	if up.LossPctP50 < 1.5 || up.LossPctP50 > 9 || up.LossPctMax < 4 || up.LossPctMax > 15 {
+		t.Errorf("lossy publisher's uplink: %s; want loss p50 1.5 to 9 %% and max 4 to 15 %%, near the 5 %% dropped (audio is not retransmitted)", up)
+	}
+	if v := up.VideoLossPctP50; v == nil || *v >= 1 {
+		t.Errorf("lossy publisher's uplink: %s; want video loss under 1 %% after NACK recovery", up)
+	}
+	if up.ScoreP50 >= clean.ScoreP50 {
+		t.Errorf("uplink score p50: lossy publisher %.1f, clean publisher %.1f; want the lossy one lower", up.ScoreP50, clean.ScoreP50)
+	}
+	if clean.LossPctMax > 0.5 {
+		t.Errorf("clean publisher's uplink loss max %.1f %%; want none", clean.LossPctMax)
+	}
+
+	// What the subscriber got.
+	decodableVideo(t, "the subscriber of the lossy publisher", sub)
+	// Its own score: audio arrives with the publisher's 5 % missing, which
+	// would cost it half a point (4.4 → 3.9) if it were blamed. The median
+	// over the seconds: the score still dips now and then, as the server
+	// takes out the publisher's loss of the quality interval from the
+	// receiver report's loss of about the last second, and 5 % of some
+	// 50 audio packets a second varies much from one second to the next.
+	var scores []float64
+	for _, e := range sub {
+		if e.Score > 0 {
+			scores = append(scores, e.Score)
+		}
+	}
+	scores = scores[min(2, len(scores)):] // the first interval has no uplink measured to take out
+	if len(scores) < 5 {
+		t.Fatalf("the subscriber got %d quality scores; want one a second after the first", len(scores))
+	}
+	slices.Sort(scores)
+	med := scores[len(scores)/2]
+	t.Logf("the subscriber's downlink score: median %.1f, lowest %.1f over %d s (lossy uplink p50 %.1f)", med, scores[0], len(scores), up.ScoreP50)
+	if med < 4 {
+		t.Errorf("the subscriber's downlink score: median %.1f, lowest %.1f (lossy uplink %.1f); want the median excellent (4 and up), not dragged down by the publisher's loss", med, scores[0], up.ScoreP50)
 	}
 }

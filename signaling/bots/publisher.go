@@ -55,6 +55,7 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 		AutoSubscribe: new(false),
 		Logger:        e.cfg.Logger,
 		OnLayers:      onLayers,
+		OnQuality:     res.uplink.onQuality,
 	})
 	cancel()
 	if err != nil {
@@ -161,6 +162,11 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 		}
 	}
 	layerSSRCs.Store(&reqs)
+	for _, s := range sources {
+		if s.clip == e.audio {
+			res.uplink.setAudio(sids[s.pub])
+		}
+	}
 	if e.layers[0] != nil && e.video != nil {
 		videoSID.Store(&sids[0])
 	}
@@ -209,6 +215,7 @@ func runPublisher(ctx context.Context, e *env, spec botSpec, token string, res *
 		}()
 	}
 	wg.Wait()
+	res.uplink.stop()
 	rembMu.Lock() // the RTCP readers may still deliver until Close
 	res.rembKbps = slices.Clone(rembs)
 	rembMu.Unlock()

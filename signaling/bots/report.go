@@ -22,6 +22,7 @@ type botResult struct {
 	sentPackets uint64
 	sentBytes   uint64
 	rembKbps    []int // every REMB the server sent, kbit/s
+	uplink      *uplinkStats
 
 	// Subscribers.
 	sub *subscriberStats
@@ -100,6 +101,8 @@ type Report struct {
 	// REMBKbps is over every REMB the server sent the publishers (tracks
 	// without simulcast are capped at what their subscribers take).
 	REMBKbps EstimateKbps `json:"remb_kbps"`
+	// Uplink is what the server reported of the publishers' uplinks.
+	Uplink UplinkSummary `json:"uplink"`
 	// PerSubscriber is one line per subscriber (text report only).
 	PerSubscriber []SubscriberSummary `json:"-"`
 
@@ -196,6 +199,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	if r.Publishers > 0 {
 		fmt.Fprintf(&b, "  sent         %d packets, %.0f kbit/s; REMB p50 %.0f kbit/s, min %.0f\n", r.SentPackets, r.SentKbps, r.REMBKbps.P50, r.REMBKbps.Min)
+		if u := r.Uplink; u.Reports > 0 {
+			fmt.Fprintf(&b, "  uplink       %s\n", u)
+		}
 	}
 	if r.Editors > 0 {
 		fmt.Fprintf(&b, "  edits        %d by %d editors (%.0f/s); ack p50 %.2f ms, p99 %.2f ms; converged %v\n",
@@ -221,6 +227,7 @@ func aggregate(cfg *Config, results []*botResult, elapsed time.Duration) *Report
 	var latency, acks histogram
 	converged := true
 	var allEst, allREMB []int
+	var ups []*uplinkStats
 	var sentBytes uint64
 	errCount := map[string]int{}
 	for _, b := range results {
@@ -244,6 +251,9 @@ func aggregate(cfg *Config, results []*botResult, elapsed time.Duration) *Report
 			acks.merge(b.editor.acks)
 		}
 		allREMB = append(allREMB, b.rembKbps...)
+		if b.uplink != nil {
+			ups = append(ups, b.uplink)
+		}
 		if b.sub == nil {
 			continue
 		}
@@ -281,6 +291,7 @@ func aggregate(cfg *Config, results []*botResult, elapsed time.Duration) *Report
 	}
 	r.EstKbps = estimates(allEst)
 	r.REMBKbps = estimates(allREMB)
+	r.Uplink = summarizeUplinks(ups, time.Now())
 	r.Layers = LayerSeconds{round(r.Layers.Q, 2), round(r.Layers.H, 2), round(r.Layers.F, 2)}
 	r.JoinMS = quantiles(joins)
 	r.FirstMediaMS = quantiles(firsts)

@@ -13,8 +13,9 @@ import (
 
 // TestDashboard fills a room with bots (one publisher, two subscribers),
 // opens /dashboard and checks that it lists the room and its three
-// participants as online, and that its charts draw data points (uPlot's
-// data and painted canvas pixels); then a person joins the call page,
+// participants as online, the publisher's uplink quality and loss and the
+// subscribers' downlink quality, and that its charts draw data points
+// (uPlot's data and painted canvas pixels); then a person joins the call page,
 // sees presence dots on the bots' tiles, sets a busy status, and the
 // dashboard shows it.
 func TestDashboard(t *testing.T) {
@@ -66,6 +67,17 @@ func TestDashboard(t *testing.T) {
 		  return r && r.participants.length === 3 && r.participants.every(p => p.state === 'online') &&
 		    `+sel+`.querySelectorAll('table.people tbody tr').length === 3; })()`)
 	t.Logf("dashboard lists the room and its 3 online bots after %v", time.Since(start).Round(time.Millisecond))
+
+	// Quality: the publisher's uplink (score, level and loss) next to the
+	// downlink; the subscribers publish nothing and have no uplink.
+	waitFor(t, dash, "the publishing bot's uplink, the subscribers' downlink", 20*time.Second,
+		`(() => { const rows = [...`+sel+`.querySelectorAll('table.people tbody tr')];
+		  const pub = rows.find(tr => tr.dataset.identity === 'bot-pub-1'), subs = rows.filter(tr => tr.dataset.identity.startsWith('bot-sub-'));
+		  const up = pub && pub.querySelector('td.uplink');
+		  return up && /^\d\.\d (excellent|good|poor)\d+\.\d % loss$/.test(up.textContent) && up.dataset.level !== 'lost' &&
+		    subs.length === 2 && subs.every(tr => tr.querySelector('td.uplink').textContent === '–' && /^\d\.\d (excellent|good|poor)$/.test(tr.cells[6].textContent)); })()`)
+	cells, _ := eval[string](dash, `JSON.stringify([...`+sel+`.querySelectorAll('table.people tbody tr')].map(tr => [tr.dataset.identity, tr.cells[6].textContent, tr.cells[7].textContent, tr.cells[7].title]))`)
+	t.Logf("downlink and uplink per bot: %s", cells)
 
 	// The charts: at least 3 samples for 3 participants, and pixels painted.
 	waitFor(t, dash, "the room's bit-rate chart has data points", 30*time.Second,
