@@ -518,25 +518,15 @@ func (l *layer) serveNACKs() {
 	}
 }
 
+// retransmit answers r with the packets that came from this layer (the
+// down-track's current one, or the one before a recent switch).
 func (l *layer) retransmit(r *nackRequest) {
-	var p packetView
 	var pkts, bytes uint64
 	d := r.down
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.cur != int32(l.index) {
-		return // the down-track switched layers: these are gone
-	}
-	for _, outSeq := range r.seqs[:r.n] {
-		inSeq, ok := d.sourceSeq(outSeq)
-		if !ok {
-			continue
-		}
-		b := l.history.get(inSeq)
-		if b == nil || parseRTP(b, &p) != nil {
-			continue
-		}
-		if n := d.writeRetransmission(&p, outSeq); n > 0 {
+	for _, out := range r.seqs[:r.n] {
+		if n := d.resend(l, out); n > 0 {
 			pkts++
 			bytes += uint64(n)
 		}
