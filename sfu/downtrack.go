@@ -464,7 +464,7 @@ func (d *DownTrack) isKeyframe(p *packetView) bool {
 		return parseVP8(pl, &desc) && desc.keyframe
 	case d.up.isH264:
 		return isH264Keyframe(pl)
-	case strings.EqualFold(d.up.info.Codec.MimeType, "video/VP9"):
+	case d.up.isVP9:
 		// Not inter-picture predicted, and the start of a frame.
 		return len(pl) > 0 && pl[0]&0x40 == 0 && pl[0]&0x08 != 0
 	}
