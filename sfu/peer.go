@@ -520,8 +520,9 @@ func (p *Peer) DownTrack(sid string) *DownTrack {
 
 // readSubscriberRTCP handles the subscriber's feedback on one down-track:
 // keyframe requests go to the publisher (throttled), NACKs are answered
-// from the shared history by the track's reader. This is one goroutine per
-// down-track on the RTCP path; the packet path has none.
+// from the shared history by the reader of the layer each packet came
+// from. This is one goroutine per down-track on the RTCP path; the packet
+// path has none.
 func (p *Peer) readSubscriberRTCP(d *DownTrack, sender *webrtc.RTPSender) {
 	var asked nackLog // counts each sequence number asked for once
 	for {

@@ -66,7 +66,8 @@ func LayerByName(rid string) int {
 }
 
 // nackRequest asks a layer's reader to resend packets to one down-track.
-// Sequence numbers are the down-track's (rewritten) ones.
+// Sequence numbers are the down-track's (rewritten) ones; the reader
+// resends those that came from its layer.
 type nackRequest struct {
 	down *DownTrack
 	n    int
