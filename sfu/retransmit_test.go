@@ -16,16 +16,20 @@ type lossyPath struct {
 	loss float64
 	rng  *rand.Rand
 	// padTS is the timestamp of each padding packet received, by
-	// sequence number.
-	padTS map[uint16]uint32
+	// sequence number; padSent the sequence numbers of those sent.
+	padTS   map[uint16]uint32
+	padSent map[uint16]bool
 }
 
 func newLossyPath(loss float64) *lossyPath {
 	return &lossyPath{rec: &recorder{}, drop: map[uint16]bool{}, loss: loss,
-		rng: rand.New(rand.NewPCG(1, 2)), padTS: map[uint16]uint32{}}
+		rng: rand.New(rand.NewPCG(1, 2)), padTS: map[uint16]uint32{}, padSent: map[uint16]bool{}}
 }
 
 func (w *lossyPath) WriteRTP(h *rtp.Header, payload []byte) (int, error) {
+	if len(payload) == 0 && h.Padding {
+		w.padSent[h.SequenceNumber] = true
+	}
 	if w.drop[h.SequenceNumber] || (w.loss > 0 && w.rng.Float64() < w.loss) {
 		delete(w.drop, h.SequenceNumber)
 		return h.MarshalSize() + len(payload) + int(h.PaddingSize), nil // sent, lost on the way
@@ -189,11 +193,15 @@ func TestNACKRecoversLossAroundSwitches(t *testing.T) {
 	}
 	// The last frames' losses may still be being asked for.
 	var lost, lostAtSwitch []uint16
+	lostPadding := 0
 	for q := first; q != highest-60; q++ {
 		if got[q] {
 			continue
 		}
 		lost = append(lost, q)
+		if path.padSent[q] {
+			lostPadding++
+		}
 		for _, sw := range switchedAt {
 			if int16(q-sw) >= -4 && int16(q-sw) < 4 {
 				lostAtSwitch = append(lostAtSwitch, q)
@@ -201,8 +209,8 @@ func TestNACKRecoversLossAroundSwitches(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d sequence numbers sent, %d switches, %d asked for, never received: %d, of them %d within 4 of a switch",
-		highest-first, len(switchedAt), len(asked), len(lost), len(lostAtSwitch))
+	t.Logf("%d sequence numbers sent (%d padding), %d switches, %d asked for; never received: %d, of them %d padding, %d within 4 of a switch",
+		highest-first, len(path.padSent), len(switchedAt), len(asked), len(lost), lostPadding, len(lostAtSwitch))
 	if len(lost) > 0 {
 		t.Errorf("never received: %v %v", lost, lostAtSwitch)
 	}
