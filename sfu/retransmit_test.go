@@ -212,7 +212,7 @@ func TestNACKRecoversLossAroundSwitches(t *testing.T) {
 	t.Logf("%d sequence numbers sent (%d padding), %d switches, %d asked for; never received: %d, of them %d padding, %d within 4 of a switch",
 		highest-first, len(path.padSent), len(switchedAt), len(asked), len(lost), lostPadding, len(lostAtSwitch))
 	if len(lost) > 0 {
-		t.Errorf("never received: %v %v", lost, lostAtSwitch)
+		t.Errorf("never received: %v (within 4 of a switch: %v)", lost, lostAtSwitch)
 	}
 	if d.Switches() < frames/10-2 {
 		t.Errorf("%d switches; want about %d", d.Switches(), frames/10)
