@@ -42,7 +42,9 @@ type binding struct {
 // rewrites SSRC, payload type, sequence number, timestamp, header
 // extension ids and (for VP8 simulcast) picture id and TL0PICIDX, so that
 // pausing, resuming and switching layers is seamless for the receiver. A
-// switch happens at a keyframe of the target layer.
+// switch happens at a keyframe of the target layer. NACKs are answered by
+// the reader of the layer a packet came from, which holds its history:
+// for a moment after a switch that includes the previous layer.
 //
 // The rewrite state is guarded by mu: without simulcast only the track's
 // one reader takes it (uncontended); with simulcast the readers of two
@@ -78,29 +80,41 @@ type DownTrack struct {
 	share atomic.Int64
 	rr    receiverReport
 
-	mu        sync.Mutex
-	cur       int32
-	started   bool
-	seqOffset uint16
-	// segs records where padding shifted seqOffset, newest last, so
-	// that NACKs of packets sent before map back to the right source
-	// sequence number; resyncOutSeq is the oldest mapped one.
-	segs         [maxSegments]seqSegment
-	nSegs        int
-	tsOffset     uint32
-	lastOutSeq   uint16
-	resyncOutSeq uint16
-	lastOutTS    uint32
-	lastOutAt    int64
-	rewriteVP8   bool
-	picStarted   bool
-	picIn        int // the current layer's latest picture id
-	picOut       int // its rewritten value, unwrapped
-	tl0Started   bool
-	tl0In        uint8
-	tl0Out       uint8
-	scratch      []byte // the rewritten VP8 payload
-	hdr          rtp.Header
+	// nackFrom packs the layers whose readers answer NACKs (see
+	// nackLayers): the current mapping's and the previous one's, each
+	// plus one (0: none). prevUntil is when the previous one expires,
+	// Unix ns. Both change only at a switch or resync.
+	nackFrom  atomic.Uint32
+	prevUntil atomic.Int64
+
+	mu         sync.Mutex
+	cur        int32
+	started    bool
+	seqOffset  uint16
+	lastOutSeq uint16
+	lastOutTS  uint32
+	lastOutAt  int64
+	// m maps what was sent since the last resync or switch back to the
+	// source; prev is the mapping it replaced, kept for the NACKs of the
+	// packets sent just before.
+	m          seqMap
+	prev       seqMap
+	rewriteVP8 bool
+	scratch    []byte // the rewritten VP8 payload
+	hdr        rtp.Header
+}
+
+// rewrite is how a run of one layer's packets is rewritten: the
+// timestamp offset and, for VP8 simulcast, the picture id and TL0PICIDX
+// continuation.
+type rewrite struct {
+	tsOffset   uint32
+	picStarted bool
+	picIn      int // the layer's latest picture id
+	picOut     int // its rewritten value, unwrapped
+	tl0Started bool
+	tl0In      uint8
+	tl0Out     uint8
 }
 
 // NewDownTrack makes a subscriber's copy of up. It starts forwarding when
@@ -112,9 +126,9 @@ func NewDownTrack(up *UpTrack) *DownTrack {
 		streamID: up.info.Participant,
 	}
 	d.lastOutSeq = uint16(rand.Uint32())
-	d.tsOffset = rand.Uint32()
-	d.picOut = int(rand.Uint32() & 0x7fff)
-	d.tl0Out = uint8(rand.Uint32())
+	d.m.rw.tsOffset = rand.Uint32()
+	d.m.rw.picOut = int(rand.Uint32() & 0x7fff)
+	d.m.rw.tl0Out = uint8(rand.Uint32())
 	d.maxLayer.Store(LayerHigh)
 	if up.simulcast {
 		d.target.Store(LayerHigh)
@@ -364,8 +378,7 @@ func (d *DownTrack) writePacket(l *layer, p *packetView) int {
 		// Continue the outgoing sequence without a gap; the timestamp
 		// keeps its offset so that it follows the real clock.
 		d.seqOffset = d.lastOutSeq + 1 - p.seq
-		d.resyncOutSeq = d.lastOutSeq + 1
-		d.resetSegments()
+		d.restartMap(int32(l.index), p.arrival)
 		if d.started {
 			l.requestKeyframe(p.arrival)
 		}
@@ -373,13 +386,13 @@ func (d *DownTrack) writePacket(l *layer, p *packetView) int {
 		d.needResync.Store(false)
 	}
 	out := p.seq + d.seqOffset
-	if int16(out-d.resyncOutSeq) < 0 {
+	if int16(out-d.m.first) < 0 {
 		return 0 // older than the last resync: its place was taken
 	}
-	n := d.write(b, p, out)
+	n := d.write(b, p, out, &d.m.rw)
 	if int16(out-d.lastOutSeq) > 0 {
 		d.lastOutSeq = out
-		d.lastOutTS = p.timestamp + d.tsOffset
+		d.lastOutTS = p.timestamp + d.m.rw.tsOffset
 		d.lastOutAt = p.arrival
 	}
 	if n > 0 && p.marker && d.probe.Load() > 0 && out == d.lastOutSeq {
@@ -398,14 +411,14 @@ func (d *DownTrack) setCur(l int32) {
 // wall time since the last packet sent, and VP8 picture ids continue.
 func (d *DownTrack) switchTo(idx int32, p *packetView) {
 	d.seqOffset = d.lastOutSeq + 1 - p.seq
-	d.resyncOutSeq = d.lastOutSeq + 1
-	d.resetSegments()
+	d.restartMap(idx, p.arrival)
+	rw := &d.m.rw
 	if d.started {
 		delta := uint32(1)
 		if el := p.arrival - d.lastOutAt; el > 0 {
 			delta = max(1, uint32(uint64(el)*uint64(d.clockRate())/uint64(time.Second)))
 		}
-		d.tsOffset = d.lastOutTS + delta - p.timestamp
+		rw.tsOffset = d.lastOutTS + delta - p.timestamp
 	}
 	if d.rewriteVP8 {
 		var desc vp8Descriptor
@@ -413,16 +426,16 @@ func (d *DownTrack) switchTo(idx int32, p *packetView) {
 		if parseVP8(pl, &desc) {
 			if desc.picIDLen > 0 {
 				in, _ := vp8PictureID(pl, &desc)
-				if d.picStarted {
-					d.picOut++
+				if rw.picStarted {
+					rw.picOut++
 				}
-				d.picIn, d.picStarted = in, true
+				rw.picIn, rw.picStarted = in, true
 			}
 			if desc.tl0Off > 0 {
-				if d.tl0Started {
-					d.tl0Out++
+				if rw.tl0Started {
+					rw.tl0Out++
 				}
-				d.tl0In, d.tl0Started = pl[desc.tl0Off], true
+				rw.tl0In, rw.tl0Started = pl[desc.tl0Off], true
 			}
 		}
 	}
@@ -451,57 +464,131 @@ func (d *DownTrack) isKeyframe(p *packetView) bool {
 		return parseVP8(pl, &desc) && desc.keyframe
 	case d.up.isH264:
 		return isH264Keyframe(pl)
-	case strings.EqualFold(d.up.info.Codec.MimeType, "video/VP9"):
+	case d.up.isVP9:
 		// Not inter-picture predicted, and the start of a frame.
 		return len(pl) > 0 && pl[0]&0x40 == 0 && pl[0]&0x08 != 0
 	}
 	return false
 }
 
-// writeRetransmission resends a packet from the history as out, the
-// sequence number it was first sent with. Called with mu held.
-func (d *DownTrack) writeRetransmission(p *packetView, out uint16) int {
-	b := d.binding.Load()
-	if b == nil || !d.started {
-		return 0
-	}
-	return d.write(b, p, out)
-}
-
 // maxSegments bounds the padding insertions remembered for NACKs; older
 // packets are not resent.
 const maxSegments = 32
 
+// switchNACKWindow is how long after a switch or resync the packets sent
+// before it can still be resent. A receiver NACKs a lost packet again
+// about every round trip (Chrome up to 10 times, Pion every 100 ms) and
+// the last packets before a switch are the ones most likely lost: the new
+// layer's key frame is a burst right behind them. Longer than a few
+// round trips buys nothing; the bound keeps a stale mapping from
+// answering a sequence number that wrapped.
+const switchNACKWindow = time.Second
+
 // seqSegment is a run of sent sequence numbers from start on: the first
-// pad of them were padding, the rest map to the source by offset.
+// pad of them were padding (sent with timestamp ts), the rest map to the
+// source by offset.
 type seqSegment struct {
 	start, pad, offset uint16
+	ts                 uint32
 }
 
-// resetSegments starts the mapping anew at a resync or switch.
-func (d *DownTrack) resetSegments() {
-	d.segs[0] = seqSegment{start: d.resyncOutSeq, offset: d.seqOffset}
-	d.nSegs = 1
+// seqMap maps the sequence numbers sent from one layer, since forwarding
+// started or switched to it, back to that layer's, and keeps how those
+// packets were rewritten, so that a NACK of any of them can be answered
+// with the same packet.
+type seqMap struct {
+	layer int32  // whose history the source sequence numbers are in
+	first uint16 // the oldest sequence number mapped
+	last  uint16 // the newest, once the map was replaced
+	// segs records where padding shifted the offset, newest last.
+	segs [maxSegments]seqSegment
+	n    int
+	rw   rewrite
 }
 
-// sourceSeq maps a sequence number this down-track sent back to the
-// publisher's, if it was a media packet sent since the last resync or
-// switch. Called with mu held.
-func (d *DownTrack) sourceSeq(out uint16) (uint16, bool) {
-	if !d.started || int16(out-d.resyncOutSeq) < 0 || int16(d.lastOutSeq-out) < 0 {
-		return 0, false
+// find returns the segment out falls in, if it is between the map's
+// first and last (the newest sequence number sent on it).
+func (m *seqMap) find(out, last uint16) (seqSegment, bool) {
+	if m.n == 0 || int16(out-m.first) < 0 || int16(last-out) < 0 {
+		return seqSegment{}, false
 	}
-	for i := d.nSegs - 1; i >= 0; i-- {
-		sg := d.segs[i]
-		if int16(out-sg.start) < 0 {
-			continue
+	for i := m.n - 1; i >= 0; i-- {
+		if sg := m.segs[i]; int16(out-sg.start) >= 0 {
+			return sg, true
 		}
-		if int16(out-sg.start) < int16(sg.pad) {
-			return 0, false // padding
-		}
-		return out - sg.offset, true
 	}
-	return out - d.seqOffset, d.nSegs == 0
+	return seqSegment{}, false
+}
+
+// restartMap starts the mapping anew from the next sequence number, for
+// layer, at a resync or switch at now (Unix ns). The mapping it replaces
+// stays answerable for switchNACKWindow. The rewrite carries over; a
+// switch then changes it.
+func (d *DownTrack) restartMap(layer int32, now int64) {
+	d.prev.n = 0
+	if d.started && d.m.n > 0 {
+		d.prev = d.m
+		d.prev.last = d.lastOutSeq
+	}
+	d.m.layer = layer
+	d.m.first = d.lastOutSeq + 1
+	d.m.segs[0] = seqSegment{start: d.m.first, offset: d.seqOffset}
+	d.m.n = 1
+	prev := int32(-1)
+	if d.prev.n > 0 {
+		prev = d.prev.layer
+	}
+	d.prevUntil.Store(now + int64(switchNACKWindow))
+	d.nackFrom.Store(uint32(layer+1) | uint32(prev+1)<<8)
+}
+
+// nackLayers returns the layers whose readers answer this down-track's
+// NACKs at now (Unix ns): the one forwarded since the last switch or
+// resync, and for switchNACKWindow after it the one before (-1: none).
+// It takes no lock: the subscriber's RTCP reader routes NACKs with it.
+func (d *DownTrack) nackLayers(now int64) (cur, prev int32) {
+	v := d.nackFrom.Load()
+	cur, prev = int32(v&0xff)-1, int32(v>>8)-1
+	if prev == cur || now >= d.prevUntil.Load() {
+		prev = -1
+	}
+	return cur, prev
+}
+
+// resend sends out, a sequence number this down-track sent, again if it
+// came from layer l: media from l's history, rewritten as it was the
+// first time, probe padding as the same padding (a receiver's jitter
+// buffer takes a padding-only packet as filling its sequence number:
+// libwebrtc's packet buffer and NACK module, Pion's sample builder when
+// the timestamp is the previous frame's). It returns the bytes written.
+// Called by l's reader with mu held.
+func (d *DownTrack) resend(l *layer, out uint16) int {
+	b := d.binding.Load()
+	if b == nil || !d.started {
+		return 0
+	}
+	m, last := &d.m, d.lastOutSeq
+	sg, ok := m.find(out, last)
+	if !ok && l.lastPacket.Load() < d.prevUntil.Load() {
+		m, last = &d.prev, d.prev.last
+		sg, ok = m.find(out, last)
+	}
+	if !ok || m.layer != int32(l.index) {
+		return 0
+	}
+	if out-sg.start < sg.pad {
+		n, err := d.writePadding(b, out, sg.ts)
+		if err != nil {
+			return 0
+		}
+		d.probed.Add(uint64(n))
+		return n
+	}
+	var p packetView
+	if pkt := l.history.get(out - sg.offset); pkt == nil || parseRTP(pkt, &p) != nil {
+		return 0
+	}
+	return d.write(b, &p, out, &m.rw)
 }
 
 // probePacket is the size of a probe's padding (the most RTP allows).
@@ -514,20 +601,7 @@ const probePadding = 255
 func (d *DownTrack) writeProbe(b *binding) {
 	k := 0
 	for ; k < 8 && d.probe.Load() > 0; k++ {
-		h := &d.hdr
-		h.Version = 2
-		h.Padding = true
-		h.PaddingSize = probePadding
-		h.Marker = false
-		h.PayloadType = b.pt
-		h.SequenceNumber = d.lastOutSeq + 1 + uint16(k)
-		h.Timestamp = d.lastOutTS
-		h.SSRC = b.ssrc
-		h.CSRC = nil
-		h.Extension = false
-		h.ExtensionProfile = 0
-		h.Extensions = h.Extensions[:0]
-		n, err := b.writer.WriteRTP(h, nil)
+		n, err := d.writePadding(b, d.lastOutSeq+1+uint16(k), d.lastOutTS)
 		if err != nil {
 			break
 		}
@@ -537,18 +611,39 @@ func (d *DownTrack) writeProbe(b *binding) {
 	if k == 0 {
 		return
 	}
-	if d.nSegs == maxSegments {
-		copy(d.segs[:], d.segs[1:])
-		d.nSegs--
-		d.resyncOutSeq = d.segs[0].start
+	m := &d.m
+	if m.n == maxSegments {
+		copy(m.segs[:], m.segs[1:])
+		m.n--
+		m.first = m.segs[0].start
 	}
 	d.seqOffset += uint16(k)
-	d.segs[d.nSegs] = seqSegment{start: d.lastOutSeq + 1, pad: uint16(k), offset: d.seqOffset}
-	d.nSegs++
+	m.segs[m.n] = seqSegment{start: d.lastOutSeq + 1, pad: uint16(k), offset: d.seqOffset, ts: d.lastOutTS}
+	m.n++
 	d.lastOutSeq += uint16(k)
 }
 
-func (d *DownTrack) write(b *binding, p *packetView, seq uint16) int {
+// writePadding sends a padding-only packet as seq with timestamp ts.
+// Called with mu held.
+func (d *DownTrack) writePadding(b *binding, seq uint16, ts uint32) (int, error) {
+	h := &d.hdr
+	h.Version = 2
+	h.Padding = true
+	h.PaddingSize = probePadding
+	h.Marker = false
+	h.PayloadType = b.pt
+	h.SequenceNumber = seq
+	h.Timestamp = ts
+	h.SSRC = b.ssrc
+	h.CSRC = nil
+	h.Extension = false
+	h.ExtensionProfile = 0
+	h.Extensions = h.Extensions[:0]
+	return b.writer.WriteRTP(h, nil)
+}
+
+// write sends p as seq, rewritten by rw. Called with mu held.
+func (d *DownTrack) write(b *binding, p *packetView, seq uint16, rw *rewrite) int {
 	h := &d.hdr
 	h.Version = 2
 	h.Padding = p.paddingSize > 0
@@ -556,7 +651,7 @@ func (d *DownTrack) write(b *binding, p *packetView, seq uint16) int {
 	h.Marker = p.marker
 	h.PayloadType = b.pt
 	h.SequenceNumber = seq
-	h.Timestamp = p.timestamp + d.tsOffset
+	h.Timestamp = p.timestamp + rw.tsOffset
 	h.SSRC = b.ssrc
 	h.CSRC = nil
 	h.Extension = false
@@ -570,7 +665,7 @@ func (d *DownTrack) write(b *binding, p *packetView, seq uint16) int {
 	}
 	payload := p.payload()
 	if d.rewriteVP8 {
-		payload = d.rewriteVP8Payload(payload)
+		payload = d.rewriteVP8Payload(payload, rw)
 	}
 	n, err := b.writer.WriteRTP(h, payload)
 	if err != nil {
@@ -583,8 +678,9 @@ func (d *DownTrack) write(b *binding, p *packetView, seq uint16) int {
 
 // rewriteVP8Payload returns pl with its picture id (always written as 15
 // bits) and TL0PICIDX continuing this down-track's sequence, in the
-// scratch buffer; pl itself when there is nothing to rewrite.
-func (d *DownTrack) rewriteVP8Payload(pl []byte) []byte {
+// scratch buffer; pl itself when there is nothing to rewrite. rw is how
+// the run pl belongs to is rewritten.
+func (d *DownTrack) rewriteVP8Payload(pl []byte, rw *rewrite) []byte {
 	var desc vp8Descriptor
 	if !parseVP8(pl, &desc) || (desc.picIDLen == 0 && desc.tl0Off == 0) || len(pl)+1 > cap(d.scratch) {
 		return pl
@@ -593,16 +689,16 @@ func (d *DownTrack) rewriteVP8Payload(pl []byte) []byte {
 	rest := 2
 	if desc.picIDLen > 0 {
 		in, mod := vp8PictureID(pl, &desc)
-		if !d.picStarted {
-			d.picIn, d.picStarted = in, true
+		if !rw.picStarted {
+			rw.picIn, rw.picStarted = in, true
 		}
-		delta := ((in-d.picIn)%mod + mod) % mod
+		delta := ((in-rw.picIn)%mod + mod) % mod
 		if delta >= mod/2 {
 			delta -= mod // an older picture (reordered, retransmitted)
 		}
-		o := d.picOut + delta
+		o := rw.picOut + delta
 		if delta > 0 {
-			d.picIn, d.picOut = in, o
+			rw.picIn, rw.picOut = in, o
 		}
 		o &= 0x7fff
 		out = append(out, 0x80|byte(o>>8), byte(o))
@@ -610,13 +706,13 @@ func (d *DownTrack) rewriteVP8Payload(pl []byte) []byte {
 	}
 	if desc.tl0Off > 0 {
 		in := pl[desc.tl0Off]
-		if !d.tl0Started {
-			d.tl0In, d.tl0Started = in, true
+		if !rw.tl0Started {
+			rw.tl0In, rw.tl0Started = in, true
 		}
-		delta := int8(in - d.tl0In)
-		o := d.tl0Out + uint8(delta)
+		delta := int8(in - rw.tl0In)
+		o := rw.tl0Out + uint8(delta)
 		if delta > 0 {
-			d.tl0In, d.tl0Out = in, o
+			rw.tl0In, rw.tl0Out = in, o
 		}
 		out = append(out, o)
 		rest = desc.tl0Off + 1

@@ -9,9 +9,10 @@ const nackWindow = 4096
 // nackLog remembers which sequence numbers of a down-track its
 // subscriber asked to be resent, so that a packet asked for again is
 // counted once: a receiver repeats a NACK until the packet arrives (Pion
-// every 100 ms), and for a packet the SFU cannot resend (padding, or sent
-// before a layer switch) until it gives up. The zero value is ready; it is
-// owned by the down-track's RTCP reader.
+// every 100 ms), and for a packet the SFU cannot resend (gone from the
+// history, or sent before a layer switch more than switchNACKWindow ago)
+// until it gives up. The zero value is ready; it is owned by the
+// down-track's RTCP reader.
 type nackLog struct {
 	asked   [nackWindow / 64]uint64
 	newest  uint16

@@ -535,8 +535,9 @@ func (p *Peer) DownTrack(sid string) *DownTrack {
 
 // readSubscriberRTCP handles the subscriber's feedback on one down-track:
 // keyframe requests go to the publisher (throttled), NACKs are answered
-// from the shared history by the track's reader. This is one goroutine per
-// down-track on the RTCP path; the packet path has none.
+// from the shared history by the reader of the layer each packet came
+// from. This is one goroutine per down-track on the RTCP path; the packet
+// path has none.
 func (p *Peer) readSubscriberRTCP(d *DownTrack, sender *webrtc.RTPSender) {
 	var asked nackLog // counts each sequence number asked for once
 	for {
@@ -558,31 +559,34 @@ func (p *Peer) readSubscriberRTCP(d *DownTrack, sender *webrtc.RTPSender) {
 			case *rtcp.ReceiverEstimatedMaximumBitrate:
 				d.rr.updateREMB(pk, time.Now())
 			case *rtcp.TransportLayerNack:
-				l := d.up.layer(d.current.Load())
-				if !d.up.simulcast {
-					l = d.up.layer(0)
-				}
+				// Each layer's reader answers the sequence numbers that
+				// came from it: the current layer's, and for a moment
+				// after a switch the previous one's.
+				cur, prev := d.nackLayers(time.Now().UnixNano())
+				from := [2]*layer{d.up.layer(cur), d.up.layer(prev)}
 				var r nackRequest
 				r.down = d
+				queue := func() {
+					for _, l := range from {
+						if l != nil && r.n > 0 {
+							l.queueNACK(r)
+						}
+					}
+					r.n = 0
+				}
 				for _, pair := range pk.Nacks {
 					for _, seq := range pair.PacketList() {
 						if asked.add(seq) {
 							d.nacks.Add(1)
 						}
-						if l == nil {
-							continue
-						}
 						r.seqs[r.n] = seq
 						r.n++
 						if r.n == len(r.seqs) {
-							l.queueNACK(r)
-							r.n = 0
+							queue()
 						}
 					}
 				}
-				if r.n > 0 && l != nil {
-					l.queueNACK(r)
-				}
+				queue()
 			}
 		}
 	}

@@ -353,7 +353,7 @@ func FuzzParseVP8(f *testing.F) {
 		_ = isH264Keyframe(b)
 		dt := &DownTrack{scratch: make([]byte, 0, maxPacketSize+2)}
 		if len(b) < maxPacketSize {
-			_ = dt.rewriteVP8Payload(b)
+			_ = dt.rewriteVP8Payload(b, &dt.m.rw)
 		}
 	})
 }
@@ -434,7 +434,7 @@ func TestProbePaddingKeepsSequenceAndNACKs(t *testing.T) {
 	if rec.padding[0] != rec.seqs[5]+1 || rec.seqs[6] != rec.padding[2]+1 {
 		t.Fatalf("padding %v not after the second frame %v", rec.padding, rec.seqs)
 	}
-	// NACKs before, inside and after the padding.
+	// NACKs before, inside and after the padding: all answered.
 	r := nackRequest{down: d, n: 3}
 	r.seqs[0], r.seqs[1], r.seqs[2] = rec.seqs[1], rec.padding[1], rec.seqs[7]
 	n := len(rec.seqs)
@@ -445,6 +445,9 @@ func TestProbePaddingKeepsSequenceAndNACKs(t *testing.T) {
 	}
 	if rec.pics[n] != rec.pics[1] || rec.pics[n+1] != rec.pics[7] {
 		t.Fatal("a retransmission carried the wrong packet")
+	}
+	if len(rec.padding) != 4 || rec.padding[3] != rec.padding[1] {
+		t.Fatalf("padding sent %v; want %d resent as padding", rec.padding, rec.padding[1])
 	}
 }
 

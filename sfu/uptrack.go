@@ -66,7 +66,8 @@ func LayerByName(rid string) int {
 }
 
 // nackRequest asks a layer's reader to resend packets to one down-track.
-// Sequence numbers are the down-track's (rewritten) ones.
+// Sequence numbers are the down-track's (rewritten) ones; the reader
+// resends those that came from its layer.
 type nackRequest struct {
 	down *DownTrack
 	n    int
@@ -88,6 +89,7 @@ type UpTrack struct {
 	extURIs map[uint8]string
 	isVP8   bool
 	isH264  bool
+	isVP9   bool
 
 	layers [maxLayers]atomic.Pointer[layer]
 
@@ -153,6 +155,7 @@ func newUpTrackGroup(info TrackInfo, simulcast bool, w rtcpWriter, extURIs map[u
 		extURIs:   extURIs,
 		isVP8:     strings.EqualFold(info.Codec.MimeType, "video/VP8"),
 		isH264:    strings.EqualFold(info.Codec.MimeType, "video/H264"),
+		isVP9:     strings.EqualFold(info.Codec.MimeType, "video/VP9"),
 		done:      make(chan struct{}),
 	}
 	empty := []*DownTrack{}
@@ -242,7 +245,7 @@ type FrameSize struct{ Width, Height int }
 
 // LayerSizes returns each layer's size from its latest key frame; zero
 // when unknown (no key frame seen yet, or a codec whose size is not read:
-// only VP8's is).
+// VP8's, H.264's and VP9's are).
 func (u *UpTrack) LayerSizes() [maxLayers]FrameSize {
 	var out [maxLayers]FrameSize
 	for i := range u.layers {
@@ -454,27 +457,33 @@ func (l *layer) receive(p *packetView, n int, now int64) {
 		}
 		l.winStart, l.winBytes = now, 0
 	}
-	if l.up.isVP8 {
-		l.noteFrameSize(p)
-	}
+	l.noteFrameSize(p)
 	l.forward(p)
 	l.serveNACKs()
 }
 
-// noteFrameSize records the size of a VP8 key frame, which tells
+// noteFrameSize records the size a key frame declares (VP8: its frame
+// header; H.264: the sequence parameter set sent with it; VP9: the
+// scalability structure of its payload descriptor), which tells
 // subscribers that ask for a video size which layer fits it. Browsers
 // change a layer's resolution (CPU or bandwidth adaptation) only at a key
-// frame.
+// frame. Other packets cost a look at their first bytes.
 func (l *layer) noteFrameSize(p *packetView) {
 	pl := p.payload()
-	if len(pl) == 0 || pl[0]&0x10 == 0 { // not the start of a frame
-		return
+	var w, h int
+	ok := false
+	switch {
+	case l.up.isVP8:
+		var desc vp8Descriptor
+		if len(pl) > 0 && pl[0]&0x10 != 0 && parseVP8(pl, &desc) && desc.keyframe {
+			w, h, ok = vp8FrameSize(pl, &desc)
+		}
+	case l.up.isH264:
+		w, h, ok = h264FrameSize(pl)
+	case l.up.isVP9:
+		w, h, ok = vp9FrameSize(pl)
 	}
-	var desc vp8Descriptor
-	if !parseVP8(pl, &desc) || !desc.keyframe {
-		return
-	}
-	if w, h, ok := vp8FrameSize(pl, &desc); ok {
+	if ok {
 		l.frameSize.Store(uint32(w)<<16 | uint32(h))
 	}
 }
@@ -518,25 +527,15 @@ func (l *layer) serveNACKs() {
 	}
 }
 
+// retransmit answers r with the packets that came from this layer (the
+// down-track's current one, or the one before a recent switch).
 func (l *layer) retransmit(r *nackRequest) {
-	var p packetView
 	var pkts, bytes uint64
 	d := r.down
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.cur != int32(l.index) {
-		return // the down-track switched layers: these are gone
-	}
-	for _, outSeq := range r.seqs[:r.n] {
-		inSeq, ok := d.sourceSeq(outSeq)
-		if !ok {
-			continue
-		}
-		b := l.history.get(inSeq)
-		if b == nil || parseRTP(b, &p) != nil {
-			continue
-		}
-		if n := d.writeRetransmission(&p, outSeq); n > 0 {
+	for _, out := range r.seqs[:r.n] {
+		if n := d.resend(l, out); n > 0 {
 			pkts++
 			bytes += uint64(n)
 		}

@@ -66,33 +66,6 @@ func vp8PictureID(b []byte, d *vp8Descriptor) (id, mod int) {
 	return int(b[d.picIDOff]&0x7f)<<8 | int(b[d.picIDOff+1]), 1 << 15
 }
 
-// isH264Keyframe reports whether an H.264 RTP payload (RFC 6184) starts
-// an IDR picture or carries a sequence parameter set.
-func isH264Keyframe(b []byte) bool {
-	if len(b) < 1 {
-		return false
-	}
-	switch nal := b[0] & 0x1f; nal {
-	case 5, 7:
-		return true
-	case 24: // STAP-A: NAL units with 16-bit sizes
-		for i := 1; i+2 < len(b); {
-			size := int(b[i])<<8 | int(b[i+1])
-			i += 2
-			if i >= len(b) {
-				return false
-			}
-			if t := b[i] & 0x1f; t == 5 || t == 7 {
-				return true
-			}
-			i += size
-		}
-	case 28: // FU-A: start bit and the fragmented type
-		return len(b) > 1 && b[1]&0x80 != 0 && b[1]&0x1f == 5
-	}
-	return false
-}
-
 // vp8FrameSize returns the width and height a VP8 key frame's header
 // (RFC 6386 §9.1) declares, from the first packet of the frame: after
 // the payload descriptor come the 3-byte frame tag, the start code
