@@ -64,6 +64,9 @@ type Node struct {
 	Load     Load   `json:"load"`
 	Rooms    int    `json:"rooms"`
 	Draining bool   `json:"draining,omitempty"`
+	// Silent is how long ago the node's last heartbeat was (by Redis's
+	// clock); filled by Nodes.
+	Silent time.Duration `json:"-"`
 }
 
 // Config sets up a Cluster.
@@ -243,12 +246,23 @@ func (c *Cluster) Nodes(ctx context.Context) ([]Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: read nodes: %w", err)
 	}
+	// How long each node has been silent: its key's TTL counts down from
+	// LeaseTTL at every heartbeat.
+	ttls := make([]*redis.DurationCmd, len(keys))
+	if _, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			ttls[i] = p.PTTL(ctx, k)
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("cluster: read node TTLs: %w", err)
+	}
 	assigned, err := c.rdb.HGetAll(ctx, c.assignedKey()).Result()
 	if err != nil {
 		return nil, fmt.Errorf("cluster: read assignments: %w", err)
 	}
 	var out []Node
-	for _, v := range vals {
+	for i, v := range vals {
 		s, ok := v.(string)
 		if !ok {
 			continue // expired between the two reads
@@ -256,6 +270,9 @@ func (c *Cluster) Nodes(ctx context.Context) ([]Node, error) {
 		var n Node
 		if json.Unmarshal([]byte(s), &n) != nil {
 			continue
+		}
+		if ttl := ttls[i].Val(); ttl > 0 {
+			n.Silent = max(c.cfg.LeaseTTL-ttl, 0)
 		}
 		if a, err := strconv.Atoi(assigned[n.ID]); err == nil && a > n.Rooms {
 			n.Rooms = a // claims made for it since its last heartbeat
@@ -274,7 +291,7 @@ func (c *Cluster) NodeURLs(ctx context.Context) ([]string, error) {
 	}
 	var urls []string
 	for _, n := range nodes {
-		if n.Draining || n.URL == "" || (n.ID == c.cfg.NodeID && c.isDraining()) {
+		if n.Draining || n.URL == "" || (n.ID == c.cfg.NodeID && c.isDraining()) || c.stale(n) {
 			continue
 		}
 		urls = append(urls, n.URL)
@@ -357,19 +374,32 @@ func (c *Cluster) Place(ctx context.Context, room string) (string, error) {
 	return n.URL, nil
 }
 
+// stale reports whether node n missed two heartbeats (sent every third
+// of LeaseTTL): it is most likely dead although its record has not
+// expired yet. Rooms are not placed there (a dead node's rooms would be
+// placed on it again otherwise: its record outlives its leases by up to a
+// heartbeat), nor clients sent there. This node is never stale to itself.
+func (c *Cluster) stale(n Node) bool {
+	return n.ID != c.cfg.NodeID && n.Silent > 2*c.cfg.LeaseTTL/3+c.cfg.LeaseTTL/10
+}
+
 // pick is the least-loaded live node that is not draining (ties broken
-// at random), preferring nodes whose CPU is not near its limit; "" when
-// there is none.
+// at random), preferring nodes that are not stale and whose CPU is not
+// near its limit; "" when there is none.
 func (c *Cluster) pick(nodes []Node) string {
-	allBusy := true
+	usable := func(n Node) bool { return !n.Draining && !(n.ID == c.cfg.NodeID && c.isDraining()) }
+	allStale, allBusy := true, true
 	for _, n := range nodes {
-		if !n.Draining && !n.Load.busy() && !(n.ID == c.cfg.NodeID && c.isDraining()) {
-			allBusy = false
+		if usable(n) && !c.stale(n) {
+			allStale = false
+			if !n.Load.busy() {
+				allBusy = false
+			}
 		}
 	}
 	best, bestScore, ties := "", math.MaxInt, 0
 	for _, n := range nodes {
-		if n.Draining || (n.ID == c.cfg.NodeID && c.isDraining()) || (n.Load.busy() && !allBusy) {
+		if !usable(n) || (c.stale(n) && !allStale) || (n.Load.busy() && !allBusy) {
 			continue
 		}
 		score := n.Load.Participants + roomWeight*n.Rooms

@@ -274,3 +274,34 @@ func TestPickAvoidsBusyNodes(t *testing.T) {
 		}
 	}
 }
+
+// TestPlacementSkipsSilentNodes: a node that stopped heartbeating (killed)
+// keeps its record until the record's TTL runs out, but after two missed
+// heartbeats no room is placed there and clients are not sent there.
+func TestPlacementSkipsSilentNodes(t *testing.T) {
+	addr := redistest.Start(t)
+	a, b := join(t, addr, "a"), join(t, addr, "b")
+	ctx := context.Background()
+	if err := b.heartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.kill()
+	killed := time.Now()
+	time.Sleep(2*testTTL/3 + testTTL/5) // past two heartbeats, before the TTL
+	nodes, err := a.Nodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(killed) >= testTTL || len(nodes) != 2 {
+		t.Skipf("the test ran too slowly to see b's record before it expired (%v, %d nodes)", time.Since(killed), len(nodes))
+	}
+	for i := range 6 {
+		room := fmt.Sprintf("room-%d", i)
+		if u, err := a.Place(ctx, room); err != nil || u != "" {
+			t.Errorf("%s placed at %q (%v); want on a, the only node heartbeating", room, u, err)
+		}
+	}
+	if urls, err := a.NodeURLs(ctx); err != nil || len(urls) != 1 || urls[0] != "http://a.test" {
+		t.Errorf("node URLs %v (%v); want only a's", urls, err)
+	}
+}
