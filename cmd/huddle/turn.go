@@ -52,7 +52,7 @@ func addTurnFlags(fl *pflag.FlagSet, t *turnFlags, standalone bool) {
 	}
 	fl.StringVar(&t.publicIP, "turn-public-ip", "", "public IPv4 address clients reach the TURN server and its relays at (default: "+publicDefault+")")
 	fl.StringVar(&t.host, "turn-host", "", "host name in the TURN URLs (default: the public IP; use the certificate's name with TLS)")
-	fl.StringVar(&t.secret, "turn-secret", "", "secret of the TURN credentials (default: derived from --api-secret, so nodes that share keys share it)")
+	fl.StringVar(&t.secret, "turn-secret", "", "secret of the TURN credentials, at least 16 bytes (default: derived from --api-secret, so nodes that share keys share it)")
 	fl.StringVar(&t.certFile, "turn-cert", "", "PEM certificate: the TCP port speaks TLS (turns:)")
 	fl.StringVar(&t.keyFile, "turn-key", "", "PEM private key of --turn-cert")
 	fl.StringSliceVar(&t.allowPeers, "turn-allow-peer", nil, "peer ranges relays may reach although private or loopback (CIDR or address; repeatable)")
