@@ -3,7 +3,7 @@ GO        ?= go
 BIN       := bin/huddle
 PKGS      := ./...
 # Debian packages the tests need; installed by `make deps` only when missing.
-TEST_DEBS := chromium iproute2 redis-server nftables
+TEST_DEBS := chromium nodejs iproute2 redis-server nftables
 SAMPLES   := signaling/bots/media
 
 .PHONY: build run test unit jstest e2e netns bench lint deps samples clean

@@ -165,7 +165,7 @@ func (s *Server) serveDevToken(w http.ResponseWriter, r *http.Request) {
 	name := strings.TrimSpace(r.URL.Query().Get("name"))
 	identity := r.URL.Query().Get("identity")
 	if room == "" || len(room) > maxRoomNameLen {
-		http.Error(w, `{"code":"bad_message","message":"room is required (at most 128 bytes)"}`, http.StatusBadRequest)
+		adminError(w, http.StatusBadRequest, protocol.CodeBadMessage, "room is required (at most %d bytes)", maxRoomNameLen)
 		return
 	}
 	if name == "" {
@@ -184,12 +184,10 @@ func (s *Server) serveDevToken(w http.ResponseWriter, r *http.Request) {
 		Grants: grants,
 	}, time.Now())
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
+		adminError(w, http.StatusInternalServerError, protocol.CodeInternal, "mint token: %v", err)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(map[string]string{"token": tok, "identity": identity, "room": room})
+	writeJSON(w, map[string]string{"token": tok, "identity": identity, "room": room})
 }
 
 // Shutdown tells every client the server stops, ends their sessions and

@@ -45,6 +45,13 @@ func newTestServer(t *testing.T, maxData int) *testServer {
 // (its Engine, Logger and Version are filled in).
 func startTestServer(t *testing.T, cfg rooms.Config) *testServer {
 	t.Helper()
+	return startTestServerWith(t, cfg, signaling.Config{})
+}
+
+// startTestServerWith is startTestServer with sigCfg for the signaling
+// server (its Registry, Verifier and Logger are filled in).
+func startTestServerWith(t *testing.T, cfg rooms.Config, sigCfg signaling.Config) *testServer {
+	t.Helper()
 	discard := slog.New(slog.DiscardHandler)
 	eng, err := sfu.NewEngine(sfu.Config{
 		UDPPort: 0, ICETCP: false, IncludeLoopback: true,
@@ -60,7 +67,8 @@ func startTestServer(t *testing.T, cfg rooms.Config) *testServer {
 	if err != nil {
 		t.Fatalf("verifier: %v", err)
 	}
-	srv := signaling.New(signaling.Config{Registry: reg, Verifier: verifier, Logger: discard})
+	sigCfg.Registry, sigCfg.Verifier, sigCfg.Logger = reg, verifier, discard
+	srv := signaling.New(sigCfg)
 	hs := httptest.NewServer(srv.Handler())
 	api, err := client.NewAPI(client.APIOptions{LoopbackOnly: true})
 	if err != nil {

@@ -66,7 +66,7 @@ async function getToken() {
   if (frag.get('token')) return frag.get('token');
   // Dev mode only: the server mints an admin token for every room.
   const res = await fetch('/dev/token?room=*&admin=1&name=dashboard');
-  if (!res.ok) throw new Error('no admin token: open /dashboard#token=<admin token> (huddle token --room "*" --grant admin)');
+  if (!res.ok) throw new Error('no admin token: open /dashboard#token=<admin token> (huddle token --room "*" --identity ops --grant admin)');
   return (await res.json()).token;
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -41,7 +42,7 @@ func newTokenCmd() *cobra.Command {
 	f.StringVar(&t.Room, "room", "", "room the token admits to (required)")
 	f.StringVar(&t.Identity, "identity", "", "user identity (required)")
 	f.StringVar(&t.Name, "name", "", "display name (default: the identity)")
-	f.StringSliceVar(&t.Grants, "grant", []string{protocol.GrantPublish, protocol.GrantSubscribe, protocol.GrantData, protocol.GrantEdit}, "grants: publish, subscribe, data, edit, admin")
+	f.StringSliceVar(&t.Grants, "grant", []string{protocol.GrantPublish, protocol.GrantSubscribe, protocol.GrantData, protocol.GrantEdit}, "grants: "+strings.Join(protocol.AllGrants, ", "))
 	f.DurationVar(&t.TTL, "ttl", time.Hour, "lifetime")
 	f.StringVar(&key, "api-key", auth.DevAPIKey, "API key (env HUDDLE_API_KEY)")
 	f.StringVar(&secret, "api-secret", auth.DevAPISecret, "API secret (env HUDDLE_API_SECRET)")

@@ -46,9 +46,13 @@ func addTurnFlags(fl *pflag.FlagSet, t *turnFlags, standalone bool) {
 		fl.BoolVar(&t.enabled, "turn", true, "run the embedded TURN server (relay for clients behind strict firewalls)")
 	}
 	fl.IntVar(&t.port, "turn-port", turn.DefaultPort, "TURN UDP and TCP port (TLS on the TCP port with --turn-cert); 0 picks a free one")
-	fl.StringVar(&t.publicIP, "turn-public-ip", "", "public IPv4 address clients reach the TURN server and its relays at (default: --public-ip, the --listen address, or the first global address)")
+	publicDefault := "--public-ip, the --listen address, or the first global address"
+	if standalone {
+		publicDefault = "--turn-listen-ip, or the first global address"
+	}
+	fl.StringVar(&t.publicIP, "turn-public-ip", "", "public IPv4 address clients reach the TURN server and its relays at (default: "+publicDefault+")")
 	fl.StringVar(&t.host, "turn-host", "", "host name in the TURN URLs (default: the public IP; use the certificate's name with TLS)")
-	fl.StringVar(&t.secret, "turn-secret", "", "secret of the TURN credentials (default: derived from --api-secret, so nodes that share keys share it)")
+	fl.StringVar(&t.secret, "turn-secret", "", "secret of the TURN credentials, at least 16 bytes (default: derived from --api-secret, so nodes that share keys share it)")
 	fl.StringVar(&t.certFile, "turn-cert", "", "PEM certificate: the TCP port speaks TLS (turns:)")
 	fl.StringVar(&t.keyFile, "turn-key", "", "PEM private key of --turn-cert")
 	fl.StringSliceVar(&t.allowPeers, "turn-allow-peer", nil, "peer ranges relays may reach although private or loopback (CIDR or address; repeatable)")

@@ -241,6 +241,11 @@ type env struct {
 	progress *progress
 	barriers map[string]*editBarrier // per room; read-only once the run starts
 	ready    map[string]*editBarrier // per room: editors joined, they start together
+	// run tells this run's editors from an earlier run's: their document
+	// client ids are "<identity>.<run>". The document outlives the run, and
+	// a client id that came back would have its sequence numbers, which
+	// restart at 1, refused as stale.
+	run string
 }
 
 // barrier returns the editors' barrier of room.
@@ -254,7 +259,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	e := &env{cfg: &cfg, progress: &progress{}}
+	e := &env{cfg: &cfg, progress: &progress{}, run: strconv.FormatUint(rand.Uint64()>>24, 36)}
 	var err error
 	if cfg.Publishers > 0 {
 		if e.audio, err = loadOpus(AudioClip); err != nil {

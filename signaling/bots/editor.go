@@ -252,7 +252,7 @@ func runEditor(ctx context.Context, e *env, spec botSpec, token string, res *bot
 		}
 	}
 	hello := func(ctx context.Context) (*docMsg, error) {
-		if err := dc.SendText(`{"type":"hello","client":"` + spec.identity + `"}`); err != nil {
+		if err := dc.SendText(`{"type":"hello","client":"` + spec.identity + "." + e.run + `"}`); err != nil {
 			return nil, err
 		}
 		for {

@@ -97,6 +97,23 @@ func TestRunAgainstServer(t *testing.T) {
 		}
 	})
 
+	t.Run("editors run twice in one room", func(t *testing.T) {
+		// The document outlives a run: a second run of the same editors
+		// (as a user repeats a command) must converge too.
+		for i := range 2 {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			r, err := Run(ctx, Config{URL: base, Room: "again", Editors: 3, EditRate: 10, Duration: 2 * time.Second, Seed: 1})
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			converged := r.Converged != nil && *r.Converged
+			if err := r.Err(); err != nil || !converged {
+				t.Fatalf("run %d: %v, converged %v", i+1, err, converged)
+			}
+		}
+	})
+
 	t.Run("simulcast with a maximum layer per subscriber", func(t *testing.T) {
 		// One run, as `huddle bots --simulcast --subscribers 3
 		// --max-layer q,h,f`: each subscriber on the layer it asked for.

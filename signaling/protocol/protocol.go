@@ -273,7 +273,7 @@ type ParticipantLeft struct {
 	Envelope
 	SID      string `json:"sid"`
 	Identity string `json:"identity"`
-	Reason   string `json:"reason"` // "left", "disconnected", "removed", "shutdown"
+	Reason   string `json:"reason"` // "left", "disconnected", "removed", "room_closed", "shutdown"
 }
 
 // TrackPublished announces a new track.
