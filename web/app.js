@@ -256,7 +256,16 @@ async function start() {
     }
     $('overlay').hidden = true;
   } catch (err) {
-    if (err.code === 'redirect' && !(lostNode && sameOrigin(err.url, lostNode)) && rejoinPage(err.url)) return;
+    if (err.code === 'redirect' && !(lostNode && sameOrigin(err.url, lostNode))) {
+      if (!sameOrigin(err.url, location.origin) && !(await reachable(new URL('/healthz', err.url).toString()))) {
+        // The room's node does not answer (it died since it was chosen):
+        // try again shortly, from here, until the room is placed anew.
+        console.warn(`huddle: the room's node ${err.url} does not answer; trying again`);
+        reconnectLater();
+        return;
+      }
+      if (rejoinPage(err.url)) return;
+    }
     console.error('huddle: join failed:', err);
     setState('failed', err.code ?? 'error');
     const final = fatalJoinError(err.code) || err.code === 'no_token';
