@@ -104,6 +104,11 @@ type Signals struct {
 	// Fell reports that the estimate went down (GCC saw delay grow or
 	// packets go missing).
 	Fell bool
+	// Overuse reports that the estimator's delay detector sees the path's
+	// queue grow now (GCC's "overuse"): the earliest sign that a probe
+	// overfills a bottleneck, also when the estimate has nowhere lower to
+	// fall.
+	Overuse bool
 	// Loss is the highest fraction lost in the receiver reports since
 	// the previous update, 0..1. (GCC's own loss average is not used: on
 	// a loaded machine it reports loss that the media does not see.)
@@ -119,6 +124,11 @@ const (
 	congestedShare = 0.5
 	congestedLoss  = 0.1
 )
+
+// probeFallShare: a probe fails when the estimate falls under this share
+// of where it was when the probe began. GCC's estimate wanders by 5–10 %
+// on a clear path; a queue that the probe fills shows first as overuse.
+const probeFallShare = 0.85
 
 // Update decides for now. other is the bitrate of what else is sent
 // (audio). Calls must list the same tracks in the same order; when the
@@ -139,11 +149,11 @@ func (a *Allocator) Update(now time.Time, sig Signals, tracks []Track, other int
 	}
 	sending := need(tracks, a.layers) + other
 	congested := sig.Loss > congestedLoss || (sig.Fell && float64(estimate) < congestedShare*float64(sending))
-	// A probe stops at the first sign (loss, or an estimate that fell
-	// under where it was when the probe began): its traffic is what fills
-	// a bottleneck's queue. That says the next allocation does not fit,
+	// A probe stops at the first sign (a growing queue, loss, or an
+	// estimate that fell well under where it was when the probe began):
+	// its traffic is what fills a bottleneck's queue. That says the next allocation does not fit,
 	// not that the current one does not: the layers stay.
-	probeFailed := a.probing && (sig.Loss > congestedLoss/2 || (sig.Fell && estimate < a.probeFrom))
+	probeFailed := a.probing && (sig.Overuse || sig.Loss > congestedLoss/2 || (sig.Fell && float64(estimate) < probeFallShare*float64(a.probeFrom)))
 	event := ""
 	switch {
 	case !a.started:

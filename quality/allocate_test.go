@@ -67,9 +67,14 @@ func TestAllocatorDownOnCongestionUpAfterProbe(t *testing.T) {
 	if d := step(Signals{Estimate: 600_000}); d.Event != "probe" || d.ProbeBps <= 0 || d.Layers[0] != 1 {
 		t.Fatalf("after probe ok: %+v; want the probe for f to start", d)
 	}
-	// An estimate that falls during that probe fails it, but the layer
-	// the previous probe validated stays.
-	if d := step(Signals{Estimate: 550_000, Fell: true}); d.Event != "probe failed" || d.Layers[0] != 1 || d.ProbeBps != 0 {
+	// GCC's estimate wanders a little on a clear path: that does not end
+	// the probe.
+	if d := step(Signals{Estimate: 560_000, Fell: true}); d.Event != "" || d.ProbeBps <= 0 {
+		t.Fatalf("a 7 %% dip during the probe: %+v; want it to go on", d)
+	}
+	// An estimate that falls well under where it began fails it, but the
+	// layer the previous probe validated stays.
+	if d := step(Signals{Estimate: 450_000, Fell: true}); d.Event != "probe failed" || d.Layers[0] != 1 || d.ProbeBps != 0 {
 		t.Fatalf("failed probe for f: %+v; want h kept", d)
 	}
 	// A small estimate dip from a busy machine is not congestion.
@@ -133,5 +138,31 @@ func TestAllocatorFloorWithoutSimulcast(t *testing.T) {
 	b := NewAllocator(AllocatorConfig{Floor: 300_000})
 	if d := b.Update(now, Signals{Estimate: 500_000}, tr, 50_000); d.Layers[0] != 0 {
 		t.Fatalf("above the floor: %+v; want the track", d)
+	}
+}
+
+func TestAllocatorProbeStopsOnAGrowingQueue(t *testing.T) {
+	// The estimate sits at its floor, so it cannot fall when a probe
+	// overfills the bottleneck: the delay detector's overuse stops it.
+	a := NewAllocator(AllocatorConfig{})
+	now := time.Now()
+	tr := []Track{simulcastTrack()}
+	step := func(sig Signals) Decision {
+		now = now.Add(250 * time.Millisecond)
+		return a.Update(now, sig, tr, 50_000)
+	}
+	step(Signals{Estimate: 2_500_000})
+	step(Signals{Estimate: 100_000, Fell: true})
+	var d Decision
+	for range 40 {
+		if d = step(Signals{Estimate: 100_000}); d.Event == "probe" {
+			break
+		}
+	}
+	if d.Event != "probe" {
+		t.Fatalf("no probe: %+v", d)
+	}
+	if d = step(Signals{Estimate: 100_000, Overuse: true}); d.Event != "probe failed" || d.ProbeBps != 0 || d.Layers[0] != 0 {
+		t.Fatalf("overuse during the probe: %+v; want it stopped", d)
 	}
 }

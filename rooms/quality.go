@@ -36,6 +36,7 @@ func (rm *Room) stopQuality() {
 // partQuality is what the quality loop remembers of one participant.
 type partQuality struct {
 	prev     map[*sfu.DownTrack][2]uint64                // packets and bytes at the last tick
+	downlink map[*sfu.DownTrack]downlinkLoss             // loss from cumulative report counts
 	prevUp   map[*sfu.UpTrack][3]quality.ReceiveSnapshot // uplink counters by layer at the last tick
 	sentRoom protocol.Quality                            // the last message to the room
 	sentSelf protocol.Quality                            // the last message to the participant
@@ -107,7 +108,8 @@ func (rm *Room) reportQuality(now time.Time, elapsed time.Duration, state map[*P
 		live[p] = true
 		pq := state[p]
 		if pq == nil {
-			pq = &partQuality{prev: map[*sfu.DownTrack][2]uint64{}, prevUp: map[*sfu.UpTrack][3]quality.ReceiveSnapshot{}}
+			pq = &partQuality{prev: map[*sfu.DownTrack][2]uint64{}, downlink: map[*sfu.DownTrack]downlinkLoss{},
+				prevUp: map[*sfu.UpTrack][3]quality.ReceiveSnapshot{}}
 			state[p] = pq
 		}
 		ups[p] = measureUplink(p, pq, now, upLoss)
@@ -213,7 +215,7 @@ func measure(p *Participant, pq *partQuality, now time.Time, elapsed time.Durati
 			Packets:       int(packets - prev[0]),
 		}
 		if now.Sub(rr.At) < 3*QualityInterval {
-			s.LossFraction = netLoss(rr.FractionLost, upLoss[up][max(d.CurrentLayer(), 0)])
+			s.LossFraction = pq.downlinkLoss(d, rr, upLoss[up][max(d.CurrentLayer(), 0)])
 			s.JitterMS = float64(rr.Jitter) / float64(time.Millisecond)
 			s.RTTMS = float64(rr.RTT) / float64(time.Millisecond)
 		}
@@ -231,6 +233,7 @@ func measure(p *Participant, pq *partQuality, now time.Time, elapsed time.Durati
 	for d := range pq.prev {
 		if !seen[d] {
 			delete(pq.prev, d)
+			delete(pq.downlink, d)
 		}
 	}
 	pq.selfStat = st
@@ -254,6 +257,33 @@ func measure(p *Participant, pq *partQuality, now time.Time, elapsed time.Durati
 		}
 	}
 	return q, true
+}
+
+// downlinkLoss is what the quality loop keeps to measure one down-track's
+// loss from cumulative receiver-report counts.
+type downlinkLoss struct {
+	counts sfu.ReportCounts // at the report the loss was last measured to
+	loss   float64
+	have   bool
+}
+
+// downlinkLoss returns the loss between the server and the subscriber on
+// down-track d: from the cumulative counts of the reports since the last
+// measured one, minus the gaps the server forwarded (exact, whatever the
+// report interval); until two reports allow that, from the latest
+// report's fraction net of the publisher's uplink loss up (an estimate).
+func (pq *partQuality) downlinkLoss(d *sfu.DownTrack, rr sfu.ReceiverStats, up float64) float64 {
+	dl := pq.downlink[d]
+	if l, ok := sfu.DownlinkLoss(dl.counts, rr.Cumulative); ok {
+		dl = downlinkLoss{counts: rr.Cumulative, loss: l, have: true}
+	} else if !dl.counts.Valid || rr.Cumulative.Expected < dl.counts.Expected {
+		dl.counts = rr.Cumulative // the first report, or a new stream
+	}
+	pq.downlink[d] = dl
+	if dl.have {
+		return dl.loss
+	}
+	return netLoss(rr.FractionLost, up)
 }
 
 // netLoss returns the loss of the path from the server to a subscriber

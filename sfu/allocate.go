@@ -76,6 +76,9 @@ func (p *Peer) allocate(now time.Time, bwe cc.BandwidthEstimator, a *quality.All
 		est = bwe.GetTargetBitrate()
 	}
 	sig := quality.Signals{Estimate: est, Fell: st.lastEst > 0 && est < st.lastEst*95/100}
+	if bwe != nil {
+		sig.Overuse = bwe.GetStats()["usage"] == "overuse"
+	}
 
 	st.lastEst = est
 	other := 0
@@ -101,7 +104,7 @@ func (p *Peer) allocate(now time.Time, bwe cc.BandwidthEstimator, a *quality.All
 	st.lastReport = now
 	dec := a.Update(now, sig, st.tracks, other)
 	if dec.Event != "" {
-		p.log.Debug("layers", "event", dec.Event, "estimate", est, "fell", sig.Fell, "loss", sig.Loss,
+		p.log.Debug("layers", "event", dec.Event, "estimate", est, "fell", sig.Fell, "overuse", sig.Overuse, "loss", sig.Loss,
 			"layers", dec.Layers, "probe_bps", dec.ProbeBps, "rates", st.tracks, "other", other)
 	}
 	p.down.estimate.Store(int64(est))

@@ -59,11 +59,14 @@ type DownTrack struct {
 	// maxLayer is what the subscriber asked for; target is the layer to
 	// receive (-1: none), decided from maxLayer and the bandwidth
 	// estimate; current is the layer being forwarded (-1: none yet).
-	maxLayer   atomic.Int32
-	maxSize    atomic.Uint32 // width<<16 | height the subscriber shows it at; 0 any
-	target     atomic.Int32
-	current    atomic.Int32
-	needResync atomic.Bool
+	maxLayer atomic.Int32
+	maxSize  atomic.Uint32 // width<<16 | height the subscriber shows it at; 0 any
+	// holes and holesFilled count sequence numbers skipped when
+	// forwarding (source gaps) and those filled late (see writePacket).
+	holes, holesFilled atomic.Uint64
+	target             atomic.Int32
+	current            atomic.Int32
+	needResync         atomic.Bool
 	// probe is how many bytes of padding packets to send to probe the
 	// path for an up-switch.
 	probe atomic.Int64
@@ -390,6 +393,17 @@ func (d *DownTrack) writePacket(l *layer, p *packetView) int {
 		return 0 // older than the last resync: its place was taken
 	}
 	n := d.write(b, p, out, &d.m.rw)
+	if n > 0 {
+		// Holes this down-track leaves in its own sequence: packets the
+		// publisher's uplink lost, forwarded as gaps; a late packet (an
+		// upstream retransmission) fills one. Receiver reports count them
+		// as lost, so that the downlink's own loss is theirs minus these.
+		if ahead := int16(out - d.lastOutSeq); ahead > 1 {
+			d.holes.Add(uint64(ahead - 1))
+		} else if ahead < 0 {
+			d.holesFilled.Add(1)
+		}
+	}
 	if int16(out-d.lastOutSeq) > 0 {
 		d.lastOutSeq = out
 		d.lastOutTS = p.timestamp + d.m.rw.tsOffset
@@ -526,7 +540,11 @@ func (m *seqMap) find(out, last uint16) (seqSegment, bool) {
 // switch then changes it.
 func (d *DownTrack) restartMap(layer int32, now int64) {
 	d.prev.n = 0
-	if d.started && d.m.n > 0 {
+	// Not after a switch down: that is the allocator's answer to
+	// congestion, and resending what the congested path lost of the old
+	// layer would only add to it (the subscriber starts over at the new
+	// layer's key frame anyway).
+	if d.started && d.m.n > 0 && !(d.m.layer > layer && layer >= 0) {
 		d.prev = d.m
 		d.prev.last = d.lastOutSeq
 	}
@@ -577,11 +595,12 @@ func (d *DownTrack) resend(l *layer, out uint16) int {
 		return 0
 	}
 	if out-sg.start < sg.pad {
-		n, err := d.writePadding(b, out, sg.ts)
+		// The smallest padding packet does: it only fills the number, and
+		// a lost probe most likely means a full path.
+		n, err := d.writePadding(b, out, sg.ts, 1)
 		if err != nil {
 			return 0
 		}
-		d.probed.Add(uint64(n))
 		return n
 	}
 	var p packetView
@@ -601,7 +620,7 @@ const probePadding = 255
 func (d *DownTrack) writeProbe(b *binding) {
 	k := 0
 	for ; k < 8 && d.probe.Load() > 0; k++ {
-		n, err := d.writePadding(b, d.lastOutSeq+1+uint16(k), d.lastOutTS)
+		n, err := d.writePadding(b, d.lastOutSeq+1+uint16(k), d.lastOutTS, probePadding)
 		if err != nil {
 			break
 		}
@@ -623,13 +642,13 @@ func (d *DownTrack) writeProbe(b *binding) {
 	d.lastOutSeq += uint16(k)
 }
 
-// writePadding sends a padding-only packet as seq with timestamp ts.
-// Called with mu held.
-func (d *DownTrack) writePadding(b *binding, seq uint16, ts uint32) (int, error) {
+// writePadding sends a padding-only packet of size bytes of padding as
+// seq with timestamp ts. Called with mu held.
+func (d *DownTrack) writePadding(b *binding, seq uint16, ts uint32, size uint8) (int, error) {
 	h := &d.hdr
 	h.Version = 2
 	h.Padding = true
-	h.PaddingSize = probePadding
+	h.PaddingSize = size
 	h.Marker = false
 	h.PayloadType = b.pt
 	h.SequenceNumber = seq

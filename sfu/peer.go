@@ -601,6 +601,10 @@ func (d *DownTrack) receiverReport(reports []rtcp.ReceptionReport) {
 	for _, r := range reports {
 		if r.SSRC == b.ssrc {
 			d.rr.update(r, time.Now())
+			d.rr.counts.Store(&rrCounts{
+				totalLost: r.TotalLost, highest: r.LastSequenceNumber,
+				holes: d.holes.Load() - min(d.holesFilled.Load(), d.holes.Load()),
+			})
 		}
 	}
 }

@@ -19,6 +19,16 @@ type receiverReport struct {
 	// (browsers may send it besides transport-wide feedback).
 	remb   atomic.Uint64 // bits/s
 	rembAt atomic.Int64  // Unix ns; 0 when none
+	// counts are the latest report's cumulative figures with the holes
+	// the down-track had forwarded when it arrived, kept together.
+	counts atomic.Pointer[rrCounts]
+}
+
+// rrCounts are one receiver report's cumulative figures.
+type rrCounts struct {
+	totalLost uint32 // cumulative lost (24 bits in the report)
+	highest   uint32 // extended highest sequence number received
+	holes     uint64 // sequence numbers the server had skipped (source gaps), net of those filled late
 }
 
 // ReceiverStats is what a subscriber's receiver reports say about one
@@ -34,6 +44,37 @@ type ReceiverStats struct {
 	// arrived (zero if none).
 	REMB   uint64
 	REMBAt time.Time
+	// Cumulative is the latest report's cumulative counts, for loss over
+	// any interval between two reports (see DownlinkLoss).
+	Cumulative ReportCounts
+}
+
+// ReportCounts are a receiver report's cumulative counts.
+type ReportCounts struct {
+	Lost     uint32 // packets lost (as the receiver counts them)
+	Expected uint32 // extended highest sequence number received
+	// Forwarded are the losses that were the publisher's: sequence
+	// numbers the server skipped because it never had the packet.
+	Forwarded uint64
+	Valid     bool
+}
+
+// DownlinkLoss is the fraction of packets lost between the server and the
+// subscriber from report prev to report cur: what the subscriber lost
+// minus the gaps the server forwarded (the publisher's uplink loss), over
+// what it should have received. ok is false when the reports do not allow
+// it (none yet, no packets, or counters that went back).
+func DownlinkLoss(prev, cur ReportCounts) (loss float64, ok bool) {
+	if !prev.Valid || !cur.Valid {
+		return 0, false
+	}
+	expected := int64(cur.Expected) - int64(prev.Expected)
+	lost := int64(cur.Lost) - int64(prev.Lost)
+	forwarded := int64(cur.Forwarded) - int64(prev.Forwarded)
+	if expected <= 0 || expected > 1<<20 || forwarded < 0 {
+		return 0, false
+	}
+	return min(max(float64(lost-forwarded)/float64(expected), 0), 1), true
 }
 
 // updateREMB records a REMB the subscriber sent, received at now.
@@ -86,6 +127,9 @@ func (d *DownTrack) ReceiverStats() ReceiverStats {
 	}
 	if at := d.rr.rembAt.Load(); at != 0 {
 		s.REMB, s.REMBAt = d.rr.remb.Load(), time.Unix(0, at)
+	}
+	if c := d.rr.counts.Load(); c != nil {
+		s.Cumulative = ReportCounts{Lost: c.totalLost, Expected: c.highest, Forwarded: c.holes, Valid: true}
 	}
 	return s
 }
