@@ -9,6 +9,18 @@ func simulcastTrack() Track {
 	return Track{Bitrates: [NumLayers]int{200_000, 500_000, 1_500_000}, Max: 2}
 }
 
+// stepper returns an allocator for one simulcast track (plus 50 kbit/s of
+// audio) updated every 250 ms by step, and its clock.
+func stepper() (step func(Signals) Decision, now *time.Time) {
+	a := NewAllocator(AllocatorConfig{})
+	t := time.Now()
+	tr := []Track{simulcastTrack()}
+	return func(sig Signals) Decision {
+		t = t.Add(250 * time.Millisecond)
+		return a.Update(t, sig, tr, 50_000)
+	}, &t
+}
+
 func TestAllocatorStartsAtWhatFitsAndFollowsMax(t *testing.T) {
 	a := NewAllocator(AllocatorConfig{})
 	now := time.Now()
@@ -27,13 +39,7 @@ func TestAllocatorStartsAtWhatFitsAndFollowsMax(t *testing.T) {
 }
 
 func TestAllocatorDownOnCongestionUpAfterProbe(t *testing.T) {
-	a := NewAllocator(AllocatorConfig{})
-	now := time.Now()
-	tr := []Track{simulcastTrack()}
-	step := func(sig Signals) Decision {
-		now = now.Add(250 * time.Millisecond)
-		return a.Update(now, sig, tr, 50_000)
-	}
+	step, _ := stepper()
 	step(Signals{Estimate: 2_500_000})
 	// A bottleneck: the estimate falls far under what f needs.
 	if d := step(Signals{Estimate: 350_000, Fell: true}); d.Layers[0] != 0 || d.Event != "congested" {
@@ -87,20 +93,14 @@ func TestAllocatorBacksOffAndClimbsBackSoon(t *testing.T) {
 	// Behind a bottleneck every probe fails; the waits between probes
 	// grow but stay bounded, so that the climb starts soon after the
 	// bottleneck clears.
-	a := NewAllocator(AllocatorConfig{})
-	now := time.Now()
-	tr := []Track{simulcastTrack()}
-	step := func(sig Signals) Decision {
-		now = now.Add(250 * time.Millisecond)
-		return a.Update(now, sig, tr, 50_000)
-	}
+	step, now := stepper()
 	step(Signals{Estimate: 2_500_000})
 	step(Signals{Estimate: 300_000, Fell: true})
 	var probes []time.Time
 	for range 120 { // 30 s behind the bottleneck
 		d := step(Signals{Estimate: 300_000})
 		if d.Event == "probe" {
-			probes = append(probes, now)
+			probes = append(probes, *now)
 			d = step(Signals{Estimate: 200_000, Fell: true})
 			if d.Event != "probe failed" || d.Layers[0] != 0 {
 				t.Fatalf("probe behind the bottleneck: %+v", d)
@@ -116,7 +116,7 @@ func TestAllocatorBacksOffAndClimbsBackSoon(t *testing.T) {
 		}
 	}
 	// The bottleneck clears: q → h → f within the next probes.
-	cleared := now
+	cleared := *now
 	for range 80 {
 		if d := step(Signals{Estimate: 2_000_000}); d.Layers[0] == 2 {
 			if took := now.Sub(cleared); took > 10*time.Second {
@@ -144,13 +144,7 @@ func TestAllocatorFloorWithoutSimulcast(t *testing.T) {
 func TestAllocatorProbeStopsOnAGrowingQueue(t *testing.T) {
 	// The estimate sits at its floor, so it cannot fall when a probe
 	// overfills the bottleneck: the delay detector's overuse stops it.
-	a := NewAllocator(AllocatorConfig{})
-	now := time.Now()
-	tr := []Track{simulcastTrack()}
-	step := func(sig Signals) Decision {
-		now = now.Add(250 * time.Millisecond)
-		return a.Update(now, sig, tr, 50_000)
-	}
+	step, _ := stepper()
 	step(Signals{Estimate: 2_500_000})
 	step(Signals{Estimate: 100_000, Fell: true})
 	var d Decision

@@ -117,18 +117,7 @@ func TestRunAgainstServer(t *testing.T) {
 	t.Run("simulcast with a maximum layer per subscriber", func(t *testing.T) {
 		// One run, as `huddle bots --simulcast --subscribers 3
 		// --max-layer q,h,f`: each subscriber on the layer it asked for.
-		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-		defer cancel()
-		r, err := Run(ctx, Config{URL: base, Room: "sc", Publishers: 1, Subscribers: 3, Simulcast: true, MaxLayer: "q,h,f", Duration: 9 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out bytes.Buffer
-		_ = r.WriteText(&out)
-		t.Logf("\n%s", out.String())
-		if err := r.Err(); err != nil {
-			t.Fatal(err)
-		}
+		r := runBots(t, Config{URL: base, Room: "sc", Publishers: 1, Subscribers: 3, Simulcast: true, MaxLayer: "q,h,f", Duration: 9 * time.Second})
 		if r.EstKbps.P50 <= 0 || r.LossPct > 1 {
 			t.Errorf("estimate %+v, loss %.2f%%", r.EstKbps, r.LossPct)
 		}
@@ -137,7 +126,7 @@ func TestRunAgainstServer(t *testing.T) {
 		}
 		seen := map[string]bool{}
 		for _, s := range r.PerSubscriber {
-			secs := map[string]float64{"q": s.Layers.Q, "h": s.Layers.H, "f": s.Layers.F}
+			secs := byName(s.Layers)
 			total := s.Layers.Q + s.Layers.H + s.Layers.F
 			if s.Last != s.Asked || secs[s.Asked] < 5 || total-secs[s.Asked] > 2 {
 				t.Errorf("%s asked for %s and got %+v seconds, last on %s", s.Bot, s.Asked, s.Layers, s.Last)
@@ -152,21 +141,10 @@ func TestRunAgainstServer(t *testing.T) {
 	t.Run("simulcast layer from the size a subscriber shows", func(t *testing.T) {
 		// Subscribers that show the video at 320x180, 600x340 and 1280x720
 		// get the layer that covers it: q (320x180), h (640x360), f.
-		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-		defer cancel()
-		r, err := Run(ctx, Config{URL: base, Room: "size", Publishers: 1, Subscribers: 3, Simulcast: true, MaxSize: "320x180,600x340,1280x720", Duration: 8 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out bytes.Buffer
-		_ = r.WriteText(&out)
-		t.Logf("\n%s", out.String())
-		if err := r.Err(); err != nil {
-			t.Fatal(err)
-		}
+		r := runBots(t, Config{URL: base, Room: "size", Publishers: 1, Subscribers: 3, Simulcast: true, MaxSize: "320x180,600x340,1280x720", Duration: 8 * time.Second})
 		want := map[string]string{"320x180": "q", "600x340": "h", "1280x720": "f"}
 		for _, s := range r.PerSubscriber {
-			secs := map[string]float64{"q": s.Layers.Q, "h": s.Layers.H, "f": s.Layers.F}
+			secs := byName(s.Layers)
 			l := want[s.Size]
 			// The first second may be on f: the layer sizes are learnt
 			// from key frames.
@@ -177,18 +155,7 @@ func TestRunAgainstServer(t *testing.T) {
 	})
 
 	t.Run("layers nobody receives are paused", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-		defer cancel()
-		r, err := Run(ctx, Config{URL: base, Room: "paused", Publishers: 1, Subscribers: 1, Simulcast: true, MaxLayer: "q", Duration: 10 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out bytes.Buffer
-		_ = r.WriteText(&out)
-		t.Logf("\n%s", out.String())
-		if err := r.Err(); err != nil {
-			t.Fatal(err)
-		}
+		r := runBots(t, Config{URL: base, Room: "paused", Publishers: 1, Subscribers: 1, Simulcast: true, MaxLayer: "q", Duration: 10 * time.Second})
 		// All three layers and audio are about 2.3 Mbit/s; q and audio
 		// about 250 kbit/s.
 		if r.SentKbps > 1000 || r.Layers.Q < 7 {
@@ -325,4 +292,28 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// runBots runs the bots of cfg (within 40 s), logs their report and
+// fails the test if the run or any bot failed.
+func runBots(t *testing.T, cfg Config) *Report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	r, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	_ = r.WriteText(&out)
+	t.Logf("\n%s", out.String())
+	if err := r.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// byName gives the seconds on each layer by the layer's name.
+func byName(l LayerSeconds) map[string]float64 {
+	return map[string]float64{"q": l.Q, "h": l.H, "f": l.F}
 }

@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -22,13 +20,7 @@ import (
 // are killed (kill -9): both tabs check the nodes they know, move to the
 // one that answers by themselves, and media flows again.
 func TestCallCluster(t *testing.T) {
-	bin := os.Getenv("HUDDLE_BIN")
-	if bin == "" {
-		t.Skip("HUDDLE_BIN is not set: run `make e2e`, which builds the server and runs this test in a loopback-only network namespace")
-	}
-	chrome := findChromium(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	t.Cleanup(cancel)
+	bin, chrome, ctx := setup(t)
 	redisURL := "redis://" + redistest.Start(t) + "/0"
 	n1 := startServer(ctx, t, bin, "--turn=false", "--redis", redisURL, "--node-id", "n1", "--lease-ttl", "3s")
 	n2 := startServer(ctx, t, bin, "--turn=false", "--redis", redisURL, "--node-id", "n2", "--lease-ttl", "3s")

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"net/url"
 	"os"
 	"os/exec"
@@ -19,13 +18,7 @@ import (
 // sees presence dots on the bots' tiles, sets a busy status, and the
 // dashboard shows it.
 func TestDashboard(t *testing.T) {
-	bin := os.Getenv("HUDDLE_BIN")
-	if bin == "" {
-		t.Skip("HUDDLE_BIN is not set: run `make e2e`, which builds the server and runs this test in a loopback-only network namespace")
-	}
-	chrome := findChromium(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	t.Cleanup(cancel)
+	bin, chrome, ctx := setup(t)
 	start := time.Now()
 	srv := startServer(ctx, t, bin)
 

@@ -34,14 +34,7 @@ var chromiumPaths = []string{"/usr/lib/chromium/chromium", "/usr/bin/chromium", 
 // other tab shows it, then leaves from one tab and checks that the other tab
 // drops its tile.
 func TestCall(t *testing.T) {
-	bin := os.Getenv("HUDDLE_BIN")
-	if bin == "" {
-		t.Skip("HUDDLE_BIN is not set: run `make e2e`, which builds the server and runs this test in a loopback-only network namespace")
-	}
-	chrome := findChromium(t)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	t.Cleanup(cancel)
+	bin, chrome, ctx := setup(t)
 
 	start := time.Now()
 	srv := startServer(ctx, t, bin)
@@ -163,6 +156,20 @@ func shownVideo(t *testing.T, tb *tab, name string, width, height int64) tileVie
 		time.Sleep(200 * time.Millisecond)
 	}
 	return last
+}
+
+// setup skips the test unless `make e2e` runs it (HUDDLE_BIN names the
+// server), finds Chromium, and gives the test 3 minutes.
+func setup(t *testing.T) (bin, chrome string, ctx context.Context) {
+	t.Helper()
+	bin = os.Getenv("HUDDLE_BIN")
+	if bin == "" {
+		t.Skip("HUDDLE_BIN is not set: run `make e2e`, which builds the server and runs this test in a loopback-only network namespace")
+	}
+	chrome = findChromium(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	return bin, chrome, ctx
 }
 
 // --- the server --------------------------------------------------------------

@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"context"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -34,13 +32,7 @@ const selectedPairsJS = `(async () => {
 // to relay (?ice=relay): both tabs reach the SFU only through the
 // server's embedded TURN server, with the credential joined gave them.
 func TestCallRelay(t *testing.T) {
-	bin := os.Getenv("HUDDLE_BIN")
-	if bin == "" {
-		t.Skip("HUDDLE_BIN is not set: run `make e2e`, which builds the server and runs this test in a loopback-only network namespace")
-	}
-	chrome := findChromium(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	t.Cleanup(cancel)
+	bin, chrome, ctx := setup(t)
 	start := time.Now()
 	turnPort := freePort(t, true)
 	srv := startServer(ctx, t, bin, "--turn-port", strconv.Itoa(turnPort))
