@@ -113,6 +113,7 @@ type Cluster struct {
 
 	cpuAt   time.Time
 	cpuUsed time.Duration
+	cpu     float64 // cores busy over the last measured second or more
 
 	stop chan struct{}
 	done chan struct{}
@@ -209,11 +210,14 @@ func (c *Cluster) heartbeat(ctx context.Context) error {
 	now := time.Now()
 	used := cpuTime()
 	c.mu.Lock()
-	if d := now.Sub(c.cpuAt); d > 0 {
-		n.Load.CPU = float64(used-c.cpuUsed) / float64(d)
+	// Over a second at least: a node's first moments (start-up, or the
+	// race detector's) would otherwise read as busy and get no room.
+	if d := now.Sub(c.cpuAt); d >= time.Second {
+		c.cpu = float64(used-c.cpuUsed) / float64(d)
+		c.cpuAt, c.cpuUsed = now, used
 	}
+	n.Load.CPU = c.cpu
 	n.Load.Cores = runtime.GOMAXPROCS(0)
-	c.cpuAt, c.cpuUsed = now, used
 	c.mu.Unlock()
 	b, _ := json.Marshal(n)
 	exp := now.Add(c.cfg.LeaseTTL).UnixMilli()
