@@ -20,7 +20,7 @@ const presence = new Map();
 const quality = new Map();
 let token = '';
 let source = null;
-const server = { times: [], bitIn: [], bitOut: [], loss: [], rtt: [], chart: null, last: null };
+const server = { times: [], bitIn: [], bitOut: [], loss: [], rtt: [], chart: null, qualityChart: null, last: null };
 
 window.dashboard = {
   state: 'starting',
@@ -39,6 +39,8 @@ window.dashboard = {
         state: presence.get(p.identity)?.state ?? '',
       })),
     })),
+  /** serverScales returns the scale of each series of the server's loss and RTT chart. */
+  serverScales: () => server.qualityChart?.series.slice(1).map((x) => x.scale) ?? [],
   /** points returns how many data points a room's charts (or the server's) hold. */
   points: (room) => {
     const chart = room == null ? server.chart : rooms.get(room)?.charts?.bitrate;
@@ -222,13 +224,27 @@ function chartWidth(container) {
   return Math.max(300, Math.floor(container.clientWidth || 400));
 }
 
-function makeChart(container, title, unit, labels, data) {
+/**
+ * makeChart draws labels' series on one axis of unit; with units (one per
+ * label, at most two distinct), each unit gets its own scale and axis (the
+ * second on the right), so that a loss in % is not flattened by an RTT in
+ * ms.
+ */
+function makeChart(container, title, unit, labels, data, units) {
+  const scaleOf = (i) => (units ? units[i] : unit);
+  const distinct = [...new Set(labels.map((_, i) => scaleOf(i)))];
   const opts = {
     title,
     width: chartWidth(container),
     height: 170,
-    series: [{}, ...labels.map((label, i) => ({ label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true }))],
-    axes: [{ stroke: '#9aa3b2', grid: { stroke: '#2a2f3a' } }, { stroke: '#9aa3b2', grid: { stroke: '#2a2f3a' }, label: unit, size: 55 }],
+    series: [
+      {},
+      ...labels.map((label, i) => ({ label, scale: scaleOf(i), stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true })),
+    ],
+    axes: [
+      { stroke: '#9aa3b2', grid: { stroke: '#2a2f3a' } },
+      ...distinct.map((u, i) => ({ scale: u, side: i === 0 ? 3 : 1, stroke: '#9aa3b2', grid: { stroke: '#2a2f3a', show: i === 0 }, label: u, size: 55 })),
+    ],
     scales: { x: { time: true } },
     legend: { live: false },
     cursor: { show: false },
@@ -321,11 +337,14 @@ function serverStats(t, d) {
   server.loss.push(d.loss * 100);
   server.rtt.push(d.rtt_ms || null);
   for (const a of [server.times, server.bitIn, server.bitOut, server.loss, server.rtt]) trim(a);
-  const data = [server.times, server.bitIn, server.bitOut, server.loss, server.rtt];
+  const rates = [server.times, server.bitIn, server.bitOut];
+  const quality = [server.times, server.loss, server.rtt];
   if (!server.chart) {
-    server.chart = makeChart($('server-chart'), 'Server totals', 'kbit/s · % · ms', ['in kbit/s', 'out kbit/s', 'loss %', 'RTT ms'], data);
+    server.chart = makeChart($('server-chart'), 'Server bit rate', 'kbit/s', ['in', 'out'], rates);
+    server.qualityChart = makeChart($('server-quality-chart'), 'Server loss and RTT', '', ['loss %', 'RTT ms'], quality, ['%', 'ms']);
   } else {
-    server.chart.setData(data);
+    server.chart.setData(rates);
+    server.qualityChart.setData(quality);
   }
   const totals = [
     ['Rooms', d.rooms],
@@ -441,6 +460,7 @@ window.addEventListener('resize', () => {
     for (const c of Object.values(r.charts)) c.setSize({ width: chartWidth(c.root.parentElement), height: 170 });
   }
   if (server.chart) server.chart.setSize({ width: chartWidth($('server-chart')), height: 170 });
+  if (server.qualityChart) server.qualityChart.setSize({ width: chartWidth($('server-quality-chart')), height: 170 });
 });
 
 start();

@@ -84,6 +84,12 @@ func TestDashboard(t *testing.T) {
 	if err != nil || painted == 0 {
 		t.Fatalf("bit-rate canvas: %d painted pixels, %v", painted, err)
 	}
+	// The server's loss and RTT have a chart of their own, each on its
+	// own axis (not flattened under the bit rate's).
+	scales, err := eval[[]string](dash, `window.dashboard.serverScales()`)
+	if err != nil || len(scales) != 2 || scales[0] != "%" || scales[1] != "ms" {
+		t.Errorf("server loss/RTT chart scales %q (%v); want loss on %% and RTT on ms", scales, err)
+	}
 	points, _ := eval[int](dash, `window.dashboard.points('`+room+`')`)
 	kbps, _ := eval[string](dash, `JSON.stringify([...`+sel+`.querySelectorAll('table.people tbody tr')].map(tr => [...tr.cells].slice(2, 6).map(td => td.textContent)))`)
 	t.Logf("charts: %d samples, %d painted pixels; up/down kbit/s, loss %%, RTT ms per bot: %s", points, painted, kbps)
