@@ -257,13 +257,7 @@ func TestDocConcurrentEditsConverge(t *testing.T) {
 	}
 
 	// Cursors are relayed with identity, name and colour.
-	var cdc *webrtc.DataChannel
-	select {
-	case cdc = <-a.cursor:
-	case <-time.After(5 * time.Second):
-		t.Fatal("cursor channel did not open")
-	}
-	<-b.cursor
+	cdc := cursorChannels(t, a, b)
 	cur, _ := json.Marshal(map[string]any{"version": final, "anchor": 1, "head": 2})
 	deadline := time.After(5 * time.Second)
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -336,13 +330,7 @@ func TestCursorBurstEndsOnTheLastCursor(t *testing.T) {
 	url, api := docServer(t, nil)
 	a := joinDoc(t, url, api, "burst", "alice", protocol.GrantEdit)
 	b := joinDoc(t, url, api, "burst", "bob", protocol.GrantEdit)
-	var cdc *webrtc.DataChannel
-	select {
-	case cdc = <-a.cursor:
-	case <-time.After(5 * time.Second):
-		t.Fatal("cursor channel did not open")
-	}
-	<-b.cursor
+	cdc := cursorChannels(t, a, b)
 	const moves = 400
 	for i := range moves {
 		cur, _ := json.Marshal(map[string]any{"version": a.version, "anchor": i, "head": i})
@@ -358,4 +346,18 @@ func TestCursorBurstEndsOnTheLastCursor(t *testing.T) {
 	if !waitFor(5*time.Second, func() bool { return b.lastAnchor.Load() >= near }) {
 		t.Fatalf("bob's last cursor from alice is at %d; want %d (at least %d)", b.lastAnchor.Load(), moves-1, near)
 	}
+}
+
+// cursorChannels waits until the cursor channels of a and b are open and
+// returns a's.
+func cursorChannels(t *testing.T, a, b *docPeer) *webrtc.DataChannel {
+	t.Helper()
+	var cdc *webrtc.DataChannel
+	select {
+	case cdc = <-a.cursor:
+	case <-time.After(5 * time.Second):
+		t.Fatal("cursor channel did not open")
+	}
+	<-b.cursor
+	return cdc
 }

@@ -350,22 +350,11 @@ func (p *fakePeer) answerPublish(m *protocol.SessionDescription) {
 // leaving.
 func TestRunWithFakeSFU(t *testing.T) {
 	s := newFakeSFU(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	var progress bytes.Buffer
-	r, err := Run(ctx, Config{
+	r := runBots(t, Config{
 		URL: s.srv.URL, Room: "t", Rooms: 2, Publishers: 2, Subscribers: 3,
 		Duration: 3 * time.Second, Video: "vp8_180p.ivf", Progress: &progress,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	_ = r.WriteText(&out)
-	t.Logf("\n%s", out.String())
-	if err := r.Err(); err != nil {
-		t.Fatal(err)
-	}
 	// One publisher per room, two tracks each, to every subscriber there.
 	if r.Joined != 5 || r.Tracks != 6 || r.NoMedia != 0 {
 		t.Errorf("joined %d, tracks %d, no media %d; want 5, 6, 0", r.Joined, r.Tracks, r.NoMedia)

@@ -25,22 +25,11 @@ func TestRunAgainstServer(t *testing.T) {
 	base := startServer(t)
 
 	t.Run("publishers and subscribers", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
 		var progress bytes.Buffer
-		r, err := Run(ctx, Config{
+		r := runBots(t, Config{
 			URL: base, Room: "it", Rooms: 2, Publishers: 2, Subscribers: 2,
 			Duration: 5 * time.Second, Seed: 3, Progress: &progress,
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out bytes.Buffer
-		_ = r.WriteText(&out)
-		t.Logf("\n%s", out.String())
-		if err := r.Err(); err != nil {
-			t.Fatal(err)
-		}
 		if r.Joined != 4 || r.Failed != 0 || r.NoMedia != 0 {
 			t.Errorf("joined %d failed %d no media %d", r.Joined, r.Failed, r.NoMedia)
 		}
@@ -294,11 +283,11 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// runBots runs the bots of cfg (within 40 s), logs their report and
-// fails the test if the run or any bot failed.
+// runBots runs the bots of cfg (within their duration and 30 s), logs
+// their report and fails the test if the run or any bot failed.
 func runBots(t *testing.T, cfg Config) *Report {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Duration+30*time.Second)
 	defer cancel()
 	r, err := Run(ctx, cfg)
 	if err != nil {

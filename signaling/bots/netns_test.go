@@ -234,21 +234,9 @@ func runNetnsBot(t *testing.T, cfg Config) *Report {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
-	defer cancel()
 	cfg.URL, cfg.Room, cfg.Duration = base, "netns", d
 	cfg.APIKey, cfg.APISecret = netnsKey, netnsSecret
-	r, err := Run(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	_ = r.WriteText(&out)
-	t.Logf("\n%s", out.String())
-	if err := r.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return r
+	return runBots(t, cfg)
 }
 
 // startNetnsRoom starts the server on the host end of the link and, in
