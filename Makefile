@@ -41,10 +41,11 @@ e2e: build
 
 # netns runs the impaired-network tests (root: network namespaces, tc tbf,
 # nft loss), without -race: they measure adaptation in real time, which the
-# race detector's slowdown would distort.
+# race detector's slowdown would distort. They run the server built here
+# (a build per test would take a core at each test's start).
 NETNS_TESTS := 'TestSimulcastAdaptsToRateLimit|TestREMBCapsPublisherWithoutSimulcast|TestNACKRecoversRandomLoss|TestUplinkLossReported'
-netns:
-	$(GO) test -count=1 -timeout 10m -v -run $(NETNS_TESTS) ./signaling/bots/
+netns: build
+	HUDDLE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 10m -v -run $(NETNS_TESTS) ./signaling/bots/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

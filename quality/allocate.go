@@ -90,6 +90,10 @@ type Decision struct {
 	ProbeBps int
 	// Limited reports that some track gets less than it asked for.
 	Limited bool
+	// Congested reports that the path did not carry what was sent: a
+	// track's layer lowered now should stop at once, not at the lower
+	// layer's keyframe.
+	Congested bool
 	// Event names what changed at this update, for logs: "start",
 	// "congested", "probe", "probe failed", "probe ok", "" for nothing.
 	Event string
@@ -227,6 +231,7 @@ func (a *Allocator) Update(now time.Time, sig Signals, tracks []Track, other int
 	}
 	d := a.decision(tracks, probe)
 	d.Event = event
+	d.Congested = congested
 	return d
 }
 

@@ -42,8 +42,8 @@ func TestAllocatorDownOnCongestionUpAfterProbe(t *testing.T) {
 	step, _ := stepper()
 	step(Signals{Estimate: 2_500_000})
 	// A bottleneck: the estimate falls far under what f needs.
-	if d := step(Signals{Estimate: 350_000, Fell: true}); d.Layers[0] != 0 || d.Event != "congested" {
-		t.Fatalf("congested: %+v; want q at once", d)
+	if d := step(Signals{Estimate: 350_000, Fell: true}); d.Layers[0] != 0 || d.Event != "congested" || !d.Congested {
+		t.Fatalf("congested: %+v; want q at once, the top layer stopped at once", d)
 	}
 	// Quiet: after the hold a probe starts, with padding, ramping up.
 	var probe Decision
@@ -52,7 +52,7 @@ func TestAllocatorDownOnCongestionUpAfterProbe(t *testing.T) {
 			break
 		}
 	}
-	if probe.Event != "probe" || probe.ProbeBps <= 0 || probe.Layers[0] != 0 {
+	if probe.Event != "probe" || probe.ProbeBps <= 0 || probe.Layers[0] != 0 || probe.Congested {
 		t.Fatalf("no probe after the hold: %+v", probe)
 	}
 	// Loss during the probe fails it and backs off.

@@ -116,7 +116,11 @@ func (p *Peer) allocate(now time.Time, bwe cc.BandwidthEstimator, a *quality.All
 	probeSet := false
 	for i, d := range video {
 		d.share.Store(share)
-		d.SetTargetLayer(dec.Layers[i])
+		if dec.Congested {
+			d.SetTargetLayerNow(dec.Layers[i])
+		} else {
+			d.SetTargetLayer(dec.Layers[i])
+		}
 		if dec.ProbeBps > 0 && !probeSet && dec.Layers[i] >= 0 {
 			d.Probe(int64(dec.ProbeBps) * int64(allocTick) / int64(time.Second) / 8)
 			probeSet = true

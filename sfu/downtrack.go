@@ -67,6 +67,9 @@ type DownTrack struct {
 	target             atomic.Int32
 	current            atomic.Int32
 	needResync         atomic.Bool
+	// leaving: the current layer stops at the end of its frame rather
+	// than run until the target's keyframe (SetTargetLayerNow).
+	leaving atomic.Bool
 	// probe is how many bytes of padding packets to send to probe the
 	// path for an up-switch.
 	probe atomic.Int64
@@ -93,6 +96,7 @@ type DownTrack struct {
 	mu         sync.Mutex
 	cur        int32
 	started    bool
+	left       bool // the current layer was left before the target's keyframe came
 	seqOffset  uint16
 	lastOutSeq uint16
 	lastOutTS  uint32
@@ -229,8 +233,24 @@ func (d *DownTrack) SetTargetLayer(l int) {
 		l = 0
 	}
 	l = min(max(l, -1), LayerHigh)
+	if int32(l) >= d.current.Load() {
+		d.leaving.Store(false)
+	}
 	if old := d.target.Swap(int32(l)); old != int32(l) && l >= 0 && int32(l) != d.current.Load() {
 		d.up.RequestLayerKeyframe(l)
+	}
+}
+
+// SetTargetLayerNow is SetTargetLayer for a path that does not carry what
+// it is sent: a current layer above l stops at the end of its frame
+// instead of running until l's keyframe, as each more packet of it would
+// be lost in the full queue (and delay l's keyframe behind it). The
+// subscriber's picture holds for that while, a round trip to the
+// publisher and back.
+func (d *DownTrack) SetTargetLayerNow(l int) {
+	d.SetTargetLayer(l)
+	if t := d.target.Load(); t >= 0 && t < d.current.Load() && d.up.simulcast {
+		d.leaving.Store(true)
 	}
 }
 
@@ -373,6 +393,14 @@ func (d *DownTrack) writePacket(l *layer, p *packetView) int {
 			return 0
 		}
 		d.switchTo(idx, p)
+	case idx > tgt && d.leaving.Load() && p.timestamp+d.m.rw.tsOffset != d.lastOutTS:
+		// Left at the first packet of its next frame; no resends of it
+		// either (see restartMap). The target's keyframe was asked for.
+		d.leaving.Store(false)
+		d.left = true
+		d.setCur(-1)
+		d.nackFrom.Store(0)
+		return 0
 	case d.needResync.Load() && d.up.simulcast:
 		// Muted: resume at the next keyframe, as a switch.
 		d.setCur(-1)
@@ -455,9 +483,11 @@ func (d *DownTrack) switchTo(idx int32, p *packetView) {
 	}
 	d.started = true
 	d.needResync.Store(false)
-	if d.cur >= 0 {
+	if d.cur >= 0 || d.left {
 		d.switches.Add(1)
 	}
+	d.left = false
+	d.leaving.Store(false)
 	d.setCur(idx)
 }
 

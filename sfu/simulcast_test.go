@@ -273,6 +273,56 @@ func TestSimulcastSwitchesAtKeyframeSeamlessly(t *testing.T) {
 	}
 }
 
+// TestSimulcastCongestedSwitchDownStopsAtFrameEnd: on a congested path
+// the layer being left stops after its frame instead of flooding the
+// path until the lower layer's keyframe; the picture holds, and what is
+// sent stays continuous.
+func TestSimulcastCongestedSwitchDownStopsAtFrameEnd(t *testing.T) {
+	s, plis := newSimSource(t)
+	rec := &recorder{}
+	d := simDown(s.up, rec)
+	s.sendFrame(0, 1, 2)
+	s.sendFrame()
+	if d.CurrentLayer() != LayerHigh || len(rec.seqs) != 6 {
+		t.Fatalf("on layer %d with %d packets; want 2 and 6", d.CurrentLayer(), len(rec.seqs))
+	}
+	plis.ssrcs = nil
+	d.SetTargetLayerNow(LayerLow)
+	if len(plis.ssrcs) != 1 || plis.ssrcs[0] != 100 {
+		t.Fatalf("PLIs %v; want one for the low layer (ssrc 100)", plis.ssrcs)
+	}
+	d.SetTargetLayer(LayerLow) // the next allocation, not congested, keeps it
+	s.sendFrame()
+	s.sendFrame()
+	if len(rec.seqs) != 6 || d.CurrentLayer() != -1 {
+		t.Fatalf("%d packets on layer %d while waiting for layer 0's keyframe; want the 6 before and none", len(rec.seqs), d.CurrentLayer())
+	}
+	s.sendFrame(0)
+	s.sendFrame()
+	if len(rec.seqs) != 12 || d.CurrentLayer() != LayerLow {
+		t.Fatalf("%d packets on layer %d after layer 0's keyframe; want 12 on 0", len(rec.seqs), d.CurrentLayer())
+	}
+	checkContinuous(t, rec)
+	if d.Switches() != 1 {
+		t.Fatalf("%d switches; want 1", d.Switches())
+	}
+
+	// Not congested, a switch down keeps the current layer until the
+	// keyframe; a switch up always does.
+	d.SetTargetLayerNow(LayerMedium)
+	s.sendFrame()
+	if d.CurrentLayer() != LayerLow || len(rec.seqs) != 15 {
+		t.Fatalf("on layer %d with %d packets after asking for a higher one; want 0 and 15", d.CurrentLayer(), len(rec.seqs))
+	}
+	s.sendFrame(1)
+	d.SetTargetLayer(LayerLow)
+	s.sendFrame()
+	if d.CurrentLayer() != LayerMedium || len(rec.seqs) != 24 {
+		t.Fatalf("on layer %d with %d packets; want layer 1 kept until 0's keyframe, 24", d.CurrentLayer(), len(rec.seqs))
+	}
+	checkContinuous(t, rec)
+}
+
 func TestSimulcastPauseResumesAtKeyframeWithoutGap(t *testing.T) {
 	s, _ := newSimSource(t)
 	rec := &recorder{}
