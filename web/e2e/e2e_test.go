@@ -89,6 +89,11 @@ func TestCall(t *testing.T) {
 			small.View, small.VideoWidth, small.VideoHeight, large.View, large.VideoWidth, large.VideoHeight)
 	}
 
+	// A tile off screen asks for nothing: B stops receiving A's video
+	// and A, whose only subscriber B is, stops sending it; back on screen
+	// both resume.
+	hiddenTile(t, tabA, tabB)
+
 	// A mutes its microphone; B's tile for A shows it.
 	if _, err := eval[bool](tabA, `(document.getElementById('mic').click(), true)`); err != nil {
 		t.Fatalf("tab A: click mic: %v", err)
@@ -156,6 +161,90 @@ func shownVideo(t *testing.T, tb *tab, name string, width, height int64) tileVie
 		time.Sleep(200 * time.Millisecond)
 	}
 	return last
+}
+
+// hiddenTile moves pub's tile in sub's page off screen and checks that
+// sub stops receiving pub's video and pub stops sending it (the server
+// pauses the subscription and then the layers nobody receives), then
+// moves it back and checks that the video comes back.
+func hiddenTile(t *testing.T, pub, sub *tab) {
+	t.Helper()
+	move := func(dy int) {
+		t.Helper()
+		js := fmt.Sprintf(`(document.querySelector('.tile[data-name=%q]').style.transform = 'translateY(%dpx)', true)`, pub.name, dy)
+		if _, err := eval[bool](sub, js); err != nil {
+			t.Fatalf("tab %s: move %s's tile: %v", sub.name, pub.name, err)
+		}
+	}
+	view := fmt.Sprintf(`(window.huddle.tiles().find(t => t.name === %q) ?? {}).view`, pub.name)
+	received := func() int64 {
+		t.Helper()
+		stats, err := eval[[]inbound](sub, `window.huddle.inbound()`)
+		if err != nil {
+			t.Fatalf("tab %s: inbound: %v", sub.name, err)
+		}
+		var n int64
+		for _, in := range stats {
+			if in.Kind == "video" && in.Name == pub.name {
+				n += in.PacketsReceived
+			}
+		}
+		return n
+	}
+	sent := func() int64 {
+		t.Helper()
+		stats, err := eval[[]struct {
+			Kind      string `json:"kind"`
+			BytesSent int64  `json:"bytesSent"`
+		}](pub, `window.huddle.outbound()`)
+		if err != nil {
+			t.Fatalf("tab %s: outbound: %v", pub.name, err)
+		}
+		var n int64
+		for _, o := range stats {
+			if o.Kind == "video" {
+				n += o.BytesSent
+			}
+		}
+		return n
+	}
+	// Both counters over 3 s, after 2 s for what is in flight and for the
+	// publisher to take the server's word.
+	rise := func() (packets, bytes int64) {
+		time.Sleep(2 * time.Second)
+		p0, b0 := received(), sent()
+		time.Sleep(3 * time.Second)
+		return received() - p0, sent() - b0
+	}
+
+	shownPackets, shownBytes := rise()
+	move(-20000)
+	waitFor(t, sub, pub.name+"'s tile off screen tells the server", 10*time.Second, view+` === 'paused'`)
+	hiddenPackets, hiddenBytes := rise()
+	move(0)
+	waitFor(t, sub, pub.name+"'s tile back on screen tells the server", 10*time.Second, view+` !== 'paused'`)
+	back := time.Now()
+	var backPackets int64
+	for p0 := received(); time.Since(back) < 15*time.Second; time.Sleep(500 * time.Millisecond) {
+		if backPackets = received() - p0; backPackets > 30 {
+			break
+		}
+	}
+	t.Logf("%s's video in %s over 3 s: shown %d packets received, %d bytes sent; off screen %d, %d; back on screen %d packets in %v",
+		pub.name, sub.name, shownPackets, shownBytes, hiddenPackets, hiddenBytes, backPackets, time.Since(back).Round(100*time.Millisecond))
+	if shownPackets < 30 {
+		t.Fatalf("%s received %d video packets from %s over 3 s while shown; want a flowing video to compare with", sub.name, shownPackets, pub.name)
+	}
+	// A few packets may still come: a key frame asked for before the pause.
+	if hiddenPackets > max(shownPackets/10, 5) {
+		t.Errorf("%s received %d video packets from %s over 3 s with the tile off screen (%d shown); want next to none", sub.name, hiddenPackets, pub.name, shownPackets)
+	}
+	if hiddenBytes > shownBytes/10 {
+		t.Errorf("%s sent %d bytes of video over 3 s while its only viewer's tile was off screen (%d shown); want its layers paused", pub.name, hiddenBytes, shownBytes)
+	}
+	if backPackets <= 30 {
+		t.Errorf("%s received %d video packets from %s within 15 s of the tile coming back; want the video back", sub.name, backPackets, pub.name)
+	}
 }
 
 // setup skips the test unless `make e2e` runs it (HUDDLE_BIN names the
