@@ -43,7 +43,7 @@ e2e: build
 # nft loss), without -race: they measure adaptation in real time, which the
 # race detector's slowdown would distort. They run the server built here
 # (a build per test would take a core at each test's start).
-NETNS_TESTS := 'TestSimulcastAdaptsToRateLimit|TestREMBCapsPublisherWithoutSimulcast|TestNACKRecoversRandomLoss|TestUplinkLossReported'
+NETNS_TESTS := 'TestSimulcastAdaptsToRateLimit|TestREMBCapsPublisherWithoutSimulcast|TestNACKRecoversRandomLoss|TestUplinkLossReported|TestLostConnectionScored'
 netns: build
 	HUDDLE_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 10m -v -run $(NETNS_TESTS) ./signaling/bots/
 

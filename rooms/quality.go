@@ -41,7 +41,17 @@ type partQuality struct {
 	sentRoom protocol.Quality                            // the last message to the room
 	sentSelf protocol.Quality                            // the last message to the participant
 	selfStat protocol.ConnectionStats
+	// sendingSince is when the server began to send media to the
+	// participant without a pause (zero: it sends nothing now).
+	sendingSince time.Time
 }
+
+// silentAfter is how long media may go to a participant with nothing
+// heard back before its downlink counts as lost. A receiver sends
+// transport-wide feedback about every 100 ms while media reaches it (the
+// server negotiates transport-cc for audio and video); the ICE agent
+// gives up on the path only after 10 s.
+const silentAfter = 3 * time.Second
 
 func (rm *Room) runQuality(quit <-chan struct{}) {
 	t := time.NewTicker(QualityInterval)
@@ -172,11 +182,13 @@ func measure(p *Participant, pq *partQuality, now time.Time, elapsed time.Durati
 	audioMOS, videoMOS := 5.0, 5.0
 	st := protocol.ConnectionStats{EstimateKbps: p.peer.Estimate() / 1000, Layers: map[string]string{}}
 	seen := map[*sfu.DownTrack]bool{}
+	sending := false
 	for _, d := range downs {
 		seen[d] = true
 		packets, bytes, nacks, plis := d.Stats()
 		prev := pq.prev[d]
 		pq.prev[d] = [2]uint64{packets, bytes}
+		sending = sending || packets > prev[0]
 		st.NACKs += nacks
 		st.PLIs += plis
 		up := d.UpTrack()
@@ -237,6 +249,11 @@ func measure(p *Participant, pq *partQuality, now time.Time, elapsed time.Durati
 		}
 	}
 	pq.selfStat = st
+	if !sending {
+		pq.sendingSince = time.Time{}
+	} else if pq.sendingSince.IsZero() {
+		pq.sendingSince = now.Add(-elapsed)
+	}
 	if audio == nil && video == nil {
 		return protocol.Quality{}, false
 	}
@@ -256,7 +273,33 @@ func measure(p *Participant, pq *partQuality, now time.Time, elapsed time.Durati
 			q.Score, q.Level = q.Video.Score, q.Video.Level
 		}
 	}
+	if pq.silent(p.peer.SubscriberHeard(), now) {
+		// Media went out and nothing came back: the participant's network
+		// is gone (or its page froze), whatever was sent.
+		lost := protocol.MediaQuality{Score: 1, Level: string(quality.Lost)}
+		if q.Audio != nil {
+			q.Audio = &lost
+		}
+		if q.Video != nil {
+			l := lost
+			q.Video = &l
+		}
+		q.Score, q.Level = lost.Score, lost.Level
+	}
 	return q, true
+}
+
+// silent reports whether media has gone to the participant for
+// silentAfter with no feedback heard since heard.
+func (pq *partQuality) silent(heard, now time.Time) bool {
+	if pq.sendingSince.IsZero() {
+		return false
+	}
+	from := pq.sendingSince
+	if heard.After(from) {
+		from = heard
+	}
+	return now.Sub(from) >= silentAfter
 }
 
 // downlinkLoss is what the quality loop keeps to measure one down-track's
@@ -310,6 +353,19 @@ func measureUplink(p *Participant, pq *partQuality, now time.Time, upLoss map[*s
 	var out *protocol.UplinkQuality
 	worst := 0
 	rtt := float64(p.peer.PublishRTT()) / float64(time.Millisecond)
+	add := func(sid string, t protocol.TrackUplink, packets int) {
+		if out == nil {
+			out = &protocol.UplinkQuality{Score: t.Score, RTTMs: round1(rtt), Tracks: map[string]protocol.TrackUplink{}}
+			worst = packets
+		}
+		out.Tracks[sid] = t
+		out.Kbps += t.Kbps
+		out.LossPct = math.Max(out.LossPct, t.LossPct)
+		out.JitterMs = math.Max(out.JitterMs, t.JitterMs)
+		if t.Score < out.Score {
+			out.Score, worst = t.Score, packets
+		}
+	}
 	for _, up := range tracks {
 		seen[up] = true
 		prev := pq.prevUp[up]
@@ -339,7 +395,14 @@ func measureUplink(p *Participant, pq *partQuality, now time.Time, upLoss map[*s
 		pq.prevUp[up] = cur
 		upLoss[up] = gaps
 		if packets == 0 {
-			continue // nothing arrived: the publisher sends nothing now
+			// Nothing arrived. Video may be paused (nobody receives it),
+			// but an unmuted audio track sends all the time (with DTX a
+			// comfort noise frame every 400 ms): after it has sent, its
+			// uplink is lost.
+			if info := up.Info(); info.Kind == webrtc.RTPCodecTypeAudio && !up.Muted() && cur[0].Packets > 0 {
+				add(info.SID, protocol.TrackUplink{Score: 1, Level: string(quality.Lost)}, 0)
+			}
+			continue
 		}
 		all := up.Uplink(now)
 		s := quality.Sample{
@@ -362,17 +425,7 @@ func measureUplink(p *Participant, pq *partQuality, now time.Time, upLoss map[*s
 			Score: round1(mos), Level: string(quality.LevelOf(mos, s.Packets)),
 			LossPct: round1(100 * s.LossFraction), JitterMs: round1(s.JitterMS), Kbps: math.Round(float64(all.Bitrate) / 1000),
 		}
-		if out == nil {
-			out = &protocol.UplinkQuality{Score: t.Score, RTTMs: round1(rtt), Tracks: map[string]protocol.TrackUplink{}}
-			worst = s.Packets
-		}
-		out.Tracks[info.SID] = t
-		out.Kbps += t.Kbps
-		out.LossPct = math.Max(out.LossPct, t.LossPct)
-		out.JitterMs = math.Max(out.JitterMs, t.JitterMs)
-		if t.Score < out.Score {
-			out.Score, worst = t.Score, s.Packets
-		}
+		add(info.SID, t, s.Packets)
 	}
 	for up := range pq.prevUp {
 		if !seen[up] {

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"math"
 	"testing"
+	"time"
 
 	"github.com/huddle-rtc/huddle/signaling/protocol"
 )
@@ -63,5 +64,27 @@ func TestUplinkMoved(t *testing.T) {
 	}
 	if uplinkMoved(nil, nil) {
 		t.Error("no uplink before nor after: moved")
+	}
+}
+
+func TestSilentAfterMediaWithNoFeedback(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	for _, c := range []struct {
+		name         string
+		sendingSince time.Time
+		heard, now   time.Time
+		want         bool
+	}{
+		{"nothing sent", time.Time{}, time.Time{}, t0.Add(time.Minute), false},
+		{"sending, heard recently", t0, t0.Add(9 * time.Second), t0.Add(10 * time.Second), false},
+		{"sending, silent for 3 s", t0, t0.Add(7 * time.Second), t0.Add(10 * time.Second), true},
+		{"never heard, sending for 2 s", t0, time.Time{}, t0.Add(2 * time.Second), false},
+		{"never heard, sending for 3 s", t0, time.Time{}, t0.Add(3 * time.Second), true},
+		{"heard before the sending began, 2 s in", t0, t0.Add(-time.Minute), t0.Add(2 * time.Second), false},
+	} {
+		pq := &partQuality{sendingSince: c.sendingSince}
+		if got := pq.silent(c.heard, c.now); got != c.want {
+			t.Errorf("%s: silent = %v; want %v", c.name, got, c.want)
+		}
 	}
 }

@@ -21,11 +21,23 @@ const allocTick = 250 * time.Millisecond
 type downlink struct {
 	estimate atomic.Int64 // bits/s; 0 unknown
 	limited  atomic.Bool
+	heard    atomic.Int64 // Unix ns of the latest RTCP from the subscriber; 0 none
 }
 
 // Estimate returns the latest bandwidth estimate towards this participant
 // (GCC from TWCC feedback) in bits/s, 0 when unknown.
 func (p *Peer) Estimate() int { return int(p.down.estimate.Load()) }
+
+// SubscriberHeard returns when the participant last sent feedback (any
+// RTCP: transport-wide feedback comes about every 100 ms while media
+// reaches it, reports every second or few) on what it is sent; zero if
+// never.
+func (p *Peer) SubscriberHeard() time.Time {
+	if at := p.down.heard.Load(); at != 0 {
+		return time.Unix(0, at)
+	}
+	return time.Time{}
+}
 
 // Limited reports whether the estimate keeps some video below what was
 // asked for.

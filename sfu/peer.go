@@ -545,6 +545,7 @@ func (p *Peer) readSubscriberRTCP(d *DownTrack, sender *webrtc.RTPSender) {
 		if err != nil {
 			return
 		}
+		p.down.heard.Store(time.Now().UnixNano())
 		for _, pkt := range pkts {
 			switch pk := pkt.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:

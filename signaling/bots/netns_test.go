@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"slices"
@@ -23,6 +24,8 @@ import (
 	"time"
 
 	"github.com/huddle-rtc/huddle/quality"
+	"github.com/huddle-rtc/huddle/signaling/auth"
+	"github.com/huddle-rtc/huddle/signaling/protocol"
 )
 
 // The tests here put a subscriber bot behind an impaired link: a network
@@ -237,6 +240,9 @@ func runNetnsBot(t *testing.T, cfg Config) *Report {
 		t.Fatal(err)
 	}
 	cfg.URL, cfg.Room, cfg.Duration = base, "netns", d
+	if room := os.Getenv("HUDDLE_NETNS_ROOM"); room != "" {
+		cfg.Room = room
+	}
 	cfg.APIKey, cfg.APISecret = netnsKey, netnsSecret
 	return runBots(t, cfg)
 }
@@ -568,4 +574,109 @@ func TestUplinkLossReported(t *testing.T) {
 	if med < 4 {
 		t.Errorf("the subscriber's downlink score: median %.1f, lowest %.1f (lossy uplink %.1f); want the median excellent (4 and up), not dragged down by the publisher's loss", med, scores[0], up.ScoreP50)
 	}
+}
+
+// TestLostConnectionScored: when a participant's network goes away
+// entirely, the room's quality says "lost" within seconds, long before the
+// server's ICE agent gives up on the path (10 s): for a subscriber, media
+// goes out and no feedback comes back; for a publisher, its audio stops
+// arriving. A participant on a clean link in the same room stays as it
+// was.
+func TestLostConnectionScored(t *testing.T) {
+	needNetns(t, "nft")
+	l := newNetLink(t)
+	base := startServerAt(t, l.hostIP, "--api-key", netnsKey, "--api-secret", netnsSecret)
+	const run = 24 * time.Second
+	// Room netns: a publisher here, a subscriber behind the link. Room
+	// uplink: a publisher behind the link (another room: the bots of
+	// two runs have the same names).
+	cleanDone := goRun(t, Config{URL: base, Room: "netns", Publishers: 1, Duration: run, Seed: 6})
+	time.Sleep(time.Second)
+	sub := l.startSubscriber(t, base, run, "")
+	pub := l.startBot(t, "TestNetnsPublisher", "HUDDLE_NETNS_URL="+base, "HUDDLE_NETNS_DURATION="+run.String(), "HUDDLE_NETNS_ROOM=uplink")
+
+	tok, err := auth.Mint(netnsKey, netnsSecret, auth.Token{Room: "*", Identity: "netns-test", Grants: []string{protocol.GrantAdmin}, TTL: time.Minute}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// levels gives the quality level the server holds for each of the
+	// three, "" for none yet.
+	type who struct{ room, identity string }
+	watched := []who{{"netns", "bot-sub-1"}, {"uplink", "bot-pub-1"}, {"netns", "bot-pub-1"}}
+	levels := func() map[who]string {
+		out := map[who]string{}
+		for _, room := range []string{"netns", "uplink"} {
+			req, _ := http.NewRequest("GET", base+"/admin/rooms/"+room, nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatalf("admin room %s: %v", room, err)
+			}
+			var d struct {
+				Participants []struct {
+					Identity string `json:"identity"`
+					Quality  *struct {
+						Level string `json:"level"`
+					} `json:"quality"`
+				} `json:"participants"`
+			}
+			err = json.NewDecoder(res.Body).Decode(&d)
+			res.Body.Close()
+			if err != nil && res.StatusCode != http.StatusNotFound {
+				t.Fatalf("admin room %s: %s: %v", room, res.Status, err)
+			}
+			for _, p := range d.Participants {
+				if p.Quality != nil {
+					out[who{room, p.Identity}] = p.Quality.Level
+				}
+			}
+		}
+		return out
+	}
+	var before map[who]string
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+		before = levels()
+		ready := true
+		for _, w := range watched {
+			ready = ready && before[w] != "" && before[w] != "lost"
+		}
+		if ready {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("quality before the cut: %v; want a level, not lost, for each of %v", before, watched)
+		}
+	}
+	cut := time.Now()
+	l.nft(t, fmt.Sprintf("table netdev cut {\n chain in {\n  type filter hook ingress device %q priority 0; policy drop;\n }\n chain out {\n  type filter hook egress device %q priority 0; policy drop;\n }\n}\n", l.subDev, l.subDev))
+	lostAfter := map[who]time.Duration{}
+	var after map[who]string
+	for time.Since(cut) < 9*time.Second && len(lostAfter) < 2 {
+		time.Sleep(250 * time.Millisecond)
+		after = levels()
+		for _, w := range watched[:2] {
+			if _, ok := lostAfter[w]; !ok && after[w] == "lost" {
+				lostAfter[w] = time.Since(cut)
+			}
+		}
+	}
+	t.Logf("levels before the cut %v, after %v; lost after %v", before, after, lostAfter)
+	for _, w := range watched[:2] {
+		if d, ok := lostAfter[w]; !ok || d > 6*time.Second {
+			t.Errorf("%s in room %s: lost after %v (seen: %v); want within 6 s of the cut (3 s of silence, a 2 s quality interval)", w.identity, w.room, d, ok)
+		}
+	}
+	if w := watched[2]; after[w] == "" || after[w] == "lost" {
+		t.Errorf("the publisher on the clean link: %q after the cut; want its level as before (%q)", after[w], before[w])
+	}
+	// The bots behind the cut end with their run; what they report is
+	// about a server they lost, and not checked.
+	for _, b := range []*nsBot{sub, pub} {
+		select {
+		case err := <-b.done:
+			b.done <- err // for the cleanup
+		case <-time.After(run + 15*time.Second):
+		}
+	}
+	cleanDone()
 }
