@@ -187,14 +187,24 @@ func (s *nsBot) wait(t *testing.T, within time.Duration) []TimelineEntry {
 // end waits for the bot to end, and fails the test if it failed.
 func (s *nsBot) end(t *testing.T, within time.Duration) {
 	t.Helper()
+	ended, err := s.exited(within)
+	if !ended {
+		t.Fatalf("bot in the namespace did not end within %v", within)
+	}
+	if err != nil {
+		t.Fatalf("bot in the namespace: %v\n%s\n%s", err, s.out.String(), s.errs.String())
+	}
+}
+
+// exited waits up to within for the bot to end and returns how it ended;
+// the result stays there for the test's cleanup.
+func (s *nsBot) exited(within time.Duration) (ended bool, err error) {
 	select {
 	case err := <-s.done:
 		s.done <- err
-		if err != nil {
-			t.Fatalf("bot in the namespace: %v\n%s\n%s", err, s.out.String(), s.errs.String())
-		}
+		return true, err
 	case <-time.After(within):
-		t.Fatalf("bot in the namespace did not end within %v", within)
+		return false, nil
 	}
 }
 
@@ -672,11 +682,7 @@ func TestLostConnectionScored(t *testing.T) {
 	// The bots behind the cut end with their run; what they report is
 	// about a server they lost, and not checked.
 	for _, b := range []*nsBot{sub, pub} {
-		select {
-		case err := <-b.done:
-			b.done <- err // for the cleanup
-		case <-time.After(run + 15*time.Second):
-		}
+		_, _ = b.exited(run + 15*time.Second)
 	}
 	cleanDone()
 }
